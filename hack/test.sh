@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what the tests need, then runs every check CI runs.
+#   bash hack/test.sh            # everything
+#   bash hack/test.sh -- FILTER  # only tests matching FILTER (after the static checks)
+# Needs root (network namespaces, OVS) on Debian 12.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+T0=$(date +%s)
+step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+
+filter=()
+if [ "${1:-}" = "--" ]; then shift; filter=("$@"); fi
+
+[ "$(id -u)" = 0 ] || { echo "hack/test.sh: run as root (tests create network namespaces and OVS bridges)" >&2; exit 1; }
+
+step "dependencies"
+bash hack/install-deps.sh
+
+# What exists before the tests, to prove afterwards that they left nothing behind.
+snapshot() {
+  { ip netns list 2>/dev/null | awk '{print "netns " $1}'
+    ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
+    pgrep -x 'ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller' 2>/dev/null | sed 's/^/pid /'
+  } | sort
+}
+before=$(mktemp); after=$(mktemp); trap 'rm -f "$before" "$after"' EXIT
+snapshot >"$before"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "generated files are committed and current"
+bash hack/gen.sh --check
+
+step "cargo nextest run --workspace"
+cargo nextest run --workspace --locked --no-fail-fast "${filter[@]}"
+
+step "nothing left behind (processes, namespaces, links)"
+sleep 1
+snapshot >"$after"
+leaked=$(comm -13 "$before" "$after" || true)
+if [ -n "$leaked" ]; then
+  echo "tests left these behind:" >&2; echo "$leaked" | sed 's/^/  /' >&2; exit 1
+fi
+echo "clean: no new process, namespace or link"
+step "all checks passed in $(( $(date +%s) - T0 ))s"

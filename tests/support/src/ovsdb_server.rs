@@ -1,0 +1,1 @@
+//! A bare `ovsdb-server` per test.

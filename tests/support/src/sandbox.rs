@@ -1,0 +1,1 @@
+//! A whole OVN sandbox per test, through `hack/ovn-sandbox.sh`.
