@@ -1,0 +1,124 @@
+//! The compiler's input: ycloud's objects after validation and backend resolution, in a
+//! neutral form with no Kubernetes types. The controller fills it from its stores (API
+//! server or manifest directory); tests and benchmarks build it directly.
+
+use std::net::IpAddr;
+
+/// L4 protocol of a service port; one OVN `Load_Balancer` row carries one protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The value of `Load_Balancer.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// A field OVS hashes to pick a backend (`Load_Balancer.selection_fields`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HashField {
+    EthSrc,
+    EthDst,
+    IpSrc,
+    IpDst,
+    TpSrc,
+    TpDst,
+}
+
+impl HashField {
+    /// The value in `Load_Balancer.selection_fields`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashField::EthSrc => "eth_src",
+            HashField::EthDst => "eth_dst",
+            HashField::IpSrc => "ip_src",
+            HashField::IpDst => "ip_dst",
+            HashField::TpSrc => "tp_src",
+            HashField::TpDst => "tp_dst",
+        }
+    }
+
+    /// What offload mode uses when a service names no fields: the connection's 4-tuple
+    /// (the protocol is fixed per load balancer). It spreads connections like `dp_hash`
+    /// does, at the cost of one datapath megaflow per connection; `ip_src` alone costs one
+    /// per client but sends all of a client's connections to one backend.
+    pub const OFFLOAD_DEFAULT: [HashField; 4] = [
+        HashField::IpSrc,
+        HashField::IpDst,
+        HashField::TpSrc,
+        HashField::TpDst,
+    ];
+}
+
+/// How the data path is to be programmed, cluster-wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DatapathMode {
+    /// OVN's defaults: bucket selection by `dp_hash` unless a service names hash fields.
+    #[default]
+    Default,
+    /// Every load balancer gets `selection_fields`, so OVS chooses the backend at upcall
+    /// time and no datapath flow carries `hash` + `recirc` (which tc/flower can't offload).
+    Offload,
+}
+
+/// One backend address of one port, after targetPort resolution.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Backend {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// False when its NetworkProbe says it is down: it leaves the VIP map.
+    pub healthy: bool,
+}
+
+/// One port of a service with its resolved backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub backends: Vec<Backend>,
+}
+
+/// Which access scenarios a service asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scenarios {
+    /// ClusterIP inside the VPC (and from nodes, through the VPC's join switch).
+    pub cluster_ip: bool,
+    /// The EIP from outside, through the EIP gateway into the VPC router.
+    pub eip: bool,
+    /// Clients of other VPCs, through the service gateway.
+    pub cross_vpc: bool,
+}
+
+/// A `YusurService`, validated, with addresses allocated and backends resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub vpc: String,
+    pub scenarios: Scenarios,
+    /// One per address family, at most.
+    pub cluster_ips: Vec<IpAddr>,
+    pub eip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// ClientIP affinity timeout in seconds, when asked for.
+    pub affinity_timeout: Option<u32>,
+    /// Explicit hash fields; empty means "the mode's default".
+    pub hash_fields: Vec<HashField>,
+}
+
+impl Service {
+    /// `namespace/name`, the value of the ownership key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
