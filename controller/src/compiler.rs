@@ -8,4 +8,5 @@
 
 pub mod lb;
 pub mod names;
+pub mod network;
 pub mod topology;

@@ -65,7 +65,7 @@ pub fn service_lb(namespace: &str, name: &str, protocol: &str, placement: &str) 
 
 /// The load-balancer group of a VPC: every switch of the VPC carries it.
 pub fn vpc_lb_group(vpc: &str) -> String {
-    format!("yvpc:{vpc}:lbg")
+    format!("yc-lbg-{vpc}")
 }
 
 #[cfg(test)]

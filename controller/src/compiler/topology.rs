@@ -122,3 +122,45 @@ impl Service {
         format!("{}/{}", self.namespace, self.name)
     }
 }
+
+/// A `Vpc`: one distributed router, its subnets, and the join network nodes attach to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vpc {
+    pub name: String,
+    pub subnets: Vec<Subnet>,
+    /// The join switch's network: node management ports get addresses here, and the
+    /// router's port on it is the nodes' gateway to ClusterIPs. `None`: no node access.
+    pub join: Option<ipnet::IpNet>,
+}
+
+/// A `Subnet`: one logical switch behind the VPC router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub name: String,
+    /// One CIDR per address family, at most. The gateway is the first host of each.
+    pub cidrs: Vec<ipnet::IpNet>,
+}
+
+/// What owns a logical switch port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortOwner {
+    /// A pod, `namespace/name`.
+    Pod(String),
+    /// A `VNicIP`, `namespace/name`.
+    VNicIp(String),
+    /// A node's management port on its VPC's join switch.
+    Node(String),
+}
+
+/// A logical switch port with its addresses, decided by IPAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    /// The LSP name; the CNI sets it as the OVS interface's `external_ids:iface-id`.
+    pub name: String,
+    pub vpc: String,
+    /// The subnet's name, or `None` for the VPC's join switch (node ports).
+    pub subnet: Option<String>,
+    pub mac: String,
+    pub ips: Vec<IpAddr>,
+    pub owner: PortOwner,
+}

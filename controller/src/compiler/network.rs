@@ -1,0 +1,473 @@
+//! Desired rows of a VPC: its router, a switch per subnet, the join switch, the
+//! load-balancer group every switch carries, and the logical switch ports of pods,
+//! VNicIPs and node management ports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::names::{self, OwnerKind};
+use super::topology::{Port, PortOwner, Vpc};
+
+/// A logical switch port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredSwitchPort {
+    pub name: String,
+    /// `""` for a VIF, `router` for the switch side of a router port.
+    pub kind: String,
+    pub addresses: Vec<String>,
+    pub port_security: Vec<String>,
+    pub options: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// A logical switch and what hangs off it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredSwitch {
+    pub name: String,
+    pub other_config: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+    /// By port name.
+    pub ports: BTreeMap<String, DesiredSwitchPort>,
+    /// Names of the load-balancer groups it carries.
+    pub lb_groups: BTreeSet<String>,
+}
+
+/// A logical router port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRouterPort {
+    pub name: String,
+    pub mac: String,
+    /// `address/prefix`, one per family.
+    pub networks: BTreeSet<String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// A logical router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRouter {
+    pub name: String,
+    pub options: BTreeMap<String, String>,
+    pub external_ids: BTreeMap<String, String>,
+    pub ports: BTreeMap<String, DesiredRouterPort>,
+}
+
+/// A load-balancer group; its members are the `cluster` load balancers of the VPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredLbGroup {
+    pub name: String,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Everything one VPC owns in NB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredVpc {
+    pub router: DesiredRouter,
+    /// By switch name: the subnets' switches and the join switch.
+    pub switches: BTreeMap<String, DesiredSwitch>,
+    pub lb_group: DesiredLbGroup,
+}
+
+/// Why a VPC's rows can't be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error("subnet {subnet}: {cidr} has no room for a gateway and hosts")]
+    CidrTooSmall { subnet: String, cidr: IpNet },
+    #[error("subnet {subnet}: more than one {family} CIDR")]
+    TwoCidrsOfOneFamily {
+        subnet: String,
+        family: &'static str,
+    },
+    #[error("subnet {subnet}: no CIDR")]
+    NoCidr { subnet: String },
+    #[error("port {port}: subnet {subnet} is not in VPC {vpc}")]
+    UnknownSubnet {
+        port: String,
+        subnet: String,
+        vpc: String,
+    },
+    #[error("port {port}: VPC {vpc} has no join network for node ports")]
+    NoJoinNetwork { port: String, vpc: String },
+    #[error("port {port}: address {ip} is outside every CIDR of {switch}")]
+    AddressOutsideSubnet {
+        port: String,
+        ip: IpAddr,
+        switch: String,
+    },
+}
+
+/// The VPC's router name.
+pub fn router_name(vpc: &str) -> String {
+    format!("yc-vpc-{vpc}")
+}
+
+/// A subnet's switch name (subnet names are cluster-wide unique).
+pub fn subnet_switch_name(subnet: &str) -> String {
+    format!("yc-subnet-{subnet}")
+}
+
+/// The VPC's join switch name.
+pub fn join_switch_name(vpc: &str) -> String {
+    format!("yc-join-{vpc}")
+}
+
+/// The router port that connects `switch` (names are unique: `Logical_Router_Port.name`
+/// has a unique index).
+pub fn router_port_name(switch: &str) -> String {
+    format!("{switch}-rtr")
+}
+
+/// The switch-side peer of [`router_port_name`].
+pub fn switch_router_port_name(switch: &str) -> String {
+    format!("{switch}-to-rtr")
+}
+
+/// The gateway of a CIDR: the address after the network address, when the CIDR also has
+/// room for hosts (at least a /30 or a /126).
+pub fn gateway(cidr: IpNet) -> Option<IpAddr> {
+    let host_bits = cidr.max_prefix_len() - cidr.prefix_len();
+    if host_bits < 2 {
+        return None;
+    }
+    Some(match cidr.network() {
+        IpAddr::V4(n) => IpAddr::V4((u32::from(n) + 1).into()),
+        IpAddr::V6(n) => IpAddr::V6((u128::from(n) + 1).into()),
+    })
+}
+
+/// A locally administered MAC derived from an address (`0a:58` + the low 4 bytes), so a
+/// router port keeps its MAC across restarts and rebuilds.
+pub fn mac_for(ip: IpAddr) -> String {
+    let b: [u8; 4] = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+struct SwitchPlan {
+    name: String,
+    role: &'static str,
+    cidrs: Vec<IpNet>,
+}
+
+/// The rows of one VPC, with the ports of its pods, VNicIPs and nodes.
+pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
+    let owner = vpc.name.as_str();
+    let router_name = router_name(owner);
+    let lb_group = DesiredLbGroup {
+        name: names::vpc_lb_group(owner),
+        external_ids: names::owner_ids(OwnerKind::Vpc, owner, "lb-group"),
+    };
+    let mut plans = Vec::new();
+    for s in &vpc.subnets {
+        check_families(&s.name, &s.cidrs)?;
+        plans.push(SwitchPlan {
+            name: subnet_switch_name(&s.name),
+            role: "subnet",
+            cidrs: s.cidrs.clone(),
+        });
+    }
+    if let Some(join) = vpc.join {
+        plans.push(SwitchPlan {
+            name: join_switch_name(owner),
+            role: "join",
+            cidrs: vec![join],
+        });
+    }
+
+    let mut router = DesiredRouter {
+        name: router_name.clone(),
+        options: BTreeMap::new(),
+        external_ids: names::owner_ids(OwnerKind::Vpc, owner, "router"),
+        ports: BTreeMap::new(),
+    };
+    let mut switches = BTreeMap::new();
+    for plan in &plans {
+        let mut networks = BTreeSet::new();
+        let mut first_gw = None;
+        for &cidr in &plan.cidrs {
+            let gw = gateway(cidr).ok_or_else(|| NetworkError::CidrTooSmall {
+                subnet: plan.name.clone(),
+                cidr,
+            })?;
+            first_gw.get_or_insert(gw);
+            networks.insert(format!("{gw}/{}", cidr.prefix_len()));
+        }
+        let gw = first_gw.ok_or_else(|| NetworkError::NoCidr {
+            subnet: plan.name.clone(),
+        })?;
+        let lrp = router_port_name(&plan.name);
+        router.ports.insert(
+            lrp.clone(),
+            DesiredRouterPort {
+                name: lrp.clone(),
+                mac: mac_for(gw),
+                networks,
+                external_ids: names::owner_ids(OwnerKind::Vpc, owner, plan.role),
+            },
+        );
+        let peer = switch_router_port_name(&plan.name);
+        let mut other_config = BTreeMap::new();
+        if let Some(v4) = plan.cidrs.iter().find(|c| matches!(c, IpNet::V4(_))) {
+            other_config.insert("subnet".to_owned(), v4.trunc().to_string());
+        }
+        if let Some(v6) = plan.cidrs.iter().find(|c| matches!(c, IpNet::V6(_))) {
+            other_config.insert("ipv6_prefix".to_owned(), v6.trunc().addr().to_string());
+        }
+        let sw_ports = BTreeMap::from([(
+            peer.clone(),
+            DesiredSwitchPort {
+                name: peer,
+                kind: "router".to_owned(),
+                addresses: vec!["router".to_owned()],
+                port_security: vec![],
+                options: BTreeMap::from([("router-port".to_owned(), lrp)]),
+                external_ids: names::owner_ids(OwnerKind::Vpc, owner, plan.role),
+            },
+        )]);
+        switches.insert(
+            plan.name.clone(),
+            DesiredSwitch {
+                name: plan.name.clone(),
+                other_config,
+                external_ids: names::owner_ids(OwnerKind::Vpc, owner, plan.role),
+                ports: sw_ports,
+                lb_groups: BTreeSet::from([lb_group.name.clone()]),
+            },
+        );
+    }
+
+    for port in ports.iter().filter(|p| p.vpc == vpc.name) {
+        let switch = match &port.subnet {
+            Some(subnet) => {
+                let name = subnet_switch_name(subnet);
+                if !vpc.subnets.iter().any(|s| &s.name == subnet) {
+                    return Err(NetworkError::UnknownSubnet {
+                        port: port.name.clone(),
+                        subnet: subnet.clone(),
+                        vpc: vpc.name.clone(),
+                    });
+                }
+                name
+            }
+            None => {
+                if vpc.join.is_none() {
+                    return Err(NetworkError::NoJoinNetwork {
+                        port: port.name.clone(),
+                        vpc: vpc.name.clone(),
+                    });
+                }
+                join_switch_name(owner)
+            }
+        };
+        let plan = plans
+            .iter()
+            .find(|p| p.name == switch)
+            .expect("switch planned above");
+        for ip in &port.ips {
+            if !plan.cidrs.iter().any(|c| c.contains(ip)) {
+                return Err(NetworkError::AddressOutsideSubnet {
+                    port: port.name.clone(),
+                    ip: *ip,
+                    switch,
+                });
+            }
+        }
+        let mut addr = port.mac.clone();
+        for ip in &port.ips {
+            addr.push(' ');
+            addr.push_str(&ip.to_string());
+        }
+        let (kind, key) = match &port.owner {
+            PortOwner::Pod(k) => ("pod", k),
+            PortOwner::VNicIp(k) => ("vnicip", k),
+            PortOwner::Node(k) => ("node", k),
+        };
+        let mut external_ids = names::owner_ids(OwnerKind::Vpc, owner, "port");
+        external_ids.insert(format!("ycloud.io/{kind}"), key.clone());
+        let sw = switches.get_mut(&switch).expect("switch built above");
+        sw.ports.insert(
+            port.name.clone(),
+            DesiredSwitchPort {
+                name: port.name.clone(),
+                kind: String::new(),
+                addresses: vec![addr.clone()],
+                port_security: vec![addr],
+                options: BTreeMap::new(),
+                external_ids,
+            },
+        );
+    }
+    Ok(DesiredVpc {
+        router,
+        switches,
+        lb_group,
+    })
+}
+
+fn check_families(subnet: &str, cidrs: &[IpNet]) -> Result<(), NetworkError> {
+    if cidrs.is_empty() {
+        return Err(NetworkError::NoCidr {
+            subnet: subnet.to_owned(),
+        });
+    }
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        if cidrs
+            .iter()
+            .filter(|c| matches!(c, IpNet::V4(_)) == v4)
+            .count()
+            > 1
+        {
+            return Err(NetworkError::TwoCidrsOfOneFamily {
+                subnet: subnet.to_owned(),
+                family,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiler::topology::Subnet;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn tenant_a() -> Vpc {
+        Vpc {
+            name: "tenant-a".into(),
+            subnets: vec![
+                Subnet {
+                    name: "a1".into(),
+                    cidrs: vec![net("10.0.1.0/24"), net("fd00:a1::/64")],
+                },
+                Subnet {
+                    name: "a2".into(),
+                    cidrs: vec![net("10.0.2.0/24")],
+                },
+            ],
+            join: Some(net("100.64.0.0/24")),
+        }
+    }
+
+    fn pod(name: &str, subnet: Option<&str>, ips: &[&str]) -> Port {
+        Port {
+            name: name.into(),
+            vpc: "tenant-a".into(),
+            subnet: subnet.map(Into::into),
+            mac: "0a:00:00:00:01:0b".into(),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            owner: PortOwner::Pod(format!("shop/{name}")),
+        }
+    }
+
+    #[test]
+    fn a_vpc_is_a_router_a_switch_per_subnet_and_a_join_switch_all_in_one_lb_group() {
+        let d = vpc_rows(&tenant_a(), &[]).unwrap();
+        assert_eq!(d.router.name, "yc-vpc-tenant-a");
+        let lrps: Vec<_> = d.router.ports.keys().cloned().collect();
+        assert_eq!(
+            lrps,
+            [
+                "yc-join-tenant-a-rtr",
+                "yc-subnet-a1-rtr",
+                "yc-subnet-a2-rtr"
+            ]
+        );
+        let a1 = &d.router.ports["yc-subnet-a1-rtr"];
+        assert_eq!(
+            a1.networks,
+            BTreeSet::from(["10.0.1.1/24".to_owned(), "fd00:a1::1/64".to_owned()])
+        );
+        assert_eq!(a1.mac, "0a:58:0a:00:01:01");
+        assert_eq!(d.switches.len(), 3);
+        for sw in d.switches.values() {
+            assert_eq!(
+                sw.lb_groups,
+                BTreeSet::from(["yc-lbg-tenant-a".to_owned()]),
+                "{}",
+                sw.name
+            );
+            let rp = &sw.ports[&switch_router_port_name(&sw.name)];
+            assert_eq!(rp.kind, "router");
+            assert_eq!(rp.options["router-port"], router_port_name(&sw.name));
+        }
+        let s1 = &d.switches["yc-subnet-a1"];
+        assert_eq!(s1.other_config["subnet"], "10.0.1.0/24");
+        assert_eq!(s1.other_config["ipv6_prefix"], "fd00:a1::");
+        assert_eq!(
+            d.switches["yc-join-tenant-a"].other_config["subnet"],
+            "100.64.0.0/24"
+        );
+    }
+
+    #[test]
+    fn pods_and_node_ports_land_on_their_switch_with_port_security() {
+        let ports = [
+            pod("web-1", Some("a1"), &["10.0.1.11", "fd00:a1::11"]),
+            Port {
+                owner: PortOwner::Node("node1".into()),
+                ..pod("node-node1", None, &["100.64.0.2"])
+            },
+        ];
+        let d = vpc_rows(&tenant_a(), &ports).unwrap();
+        let p = &d.switches["yc-subnet-a1"].ports["web-1"];
+        assert_eq!(p.addresses, ["0a:00:00:00:01:0b 10.0.1.11 fd00:a1::11"]);
+        assert_eq!(p.port_security, p.addresses);
+        assert_eq!(p.external_ids["ycloud.io/pod"], "shop/web-1");
+        let n = &d.switches["yc-join-tenant-a"].ports["node-node1"];
+        assert_eq!(n.external_ids["ycloud.io/node"], "node1");
+    }
+
+    #[test]
+    fn ports_of_other_vpcs_are_ignored() {
+        let mut other = pod("x", Some("b1"), &["10.0.1.11"]);
+        other.vpc = "tenant-b".into();
+        let d = vpc_rows(&tenant_a(), &[other]).unwrap();
+        assert!(d.switches.values().all(|s| s.ports.len() == 1));
+    }
+
+    #[test]
+    fn bad_ports_and_subnets_are_errors_that_name_the_culprit() {
+        let err = vpc_rows(&tenant_a(), &[pod("p", Some("nope"), &["10.0.1.5"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port p: subnet nope is not in VPC tenant-a"
+        );
+        let err = vpc_rows(&tenant_a(), &[pod("p", Some("a2"), &["10.0.1.5"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port p: address 10.0.1.5 is outside every CIDR of yc-subnet-a2"
+        );
+        let mut vpc = tenant_a();
+        vpc.join = None;
+        let err = vpc_rows(&vpc, &[pod("n", None, &["100.64.0.2"])]).unwrap_err();
+        assert!(matches!(err, NetworkError::NoJoinNetwork { .. }));
+        let mut vpc = tenant_a();
+        vpc.subnets[1].cidrs.push(net("10.0.3.0/24"));
+        assert_eq!(
+            vpc_rows(&vpc, &[]).unwrap_err().to_string(),
+            "subnet a2: more than one IPv4 CIDR"
+        );
+        let mut vpc = tenant_a();
+        vpc.subnets[1].cidrs = vec![net("10.0.3.7/32")];
+        assert!(matches!(
+            vpc_rows(&vpc, &[]),
+            Err(NetworkError::CidrTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn router_macs_are_derived_from_addresses_and_stable() {
+        assert_eq!(mac_for("10.0.1.1".parse().unwrap()), "0a:58:0a:00:01:01");
+        assert_eq!(mac_for("fd00::a:1".parse().unwrap()), "0a:58:00:0a:00:01");
+    }
+}
