@@ -1,1 +1,645 @@
 //! A whole OVN sandbox per test, through `hack/ovn-sandbox.sh`.
+//!
+//! [`Sandbox::up`] runs `hack/ovn-sandbox.sh up --dir <temp dir>`: NB (standalone or a
+//! 3-member RAFT cluster), SB and northd in the root namespace on unix sockets and loopback TCP
+//! ports picked at start-up, and one chassis (ovsdb-server, ovs-vswitchd on the userspace
+//! datapath, ovn-controller) inside its own network namespace, so sandboxes of parallel tests
+//! never share a tap. The script records everything it starts; dropping the [`Sandbox`] runs
+//! `down`, which stops exactly that (also when the test panics: drop runs during unwinding).
+//!
+//! The script is the single implementation (tests, the demo and people at a shell use the
+//! same one); this module parses its `env` output and wraps the ctl tools with the sandbox's
+//! databases and run dirs set explicitly.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::netns::{self, Netns, require_root};
+
+/// Everything that can go wrong in the sandbox and netns helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "{what} needs root (network namespaces, OVS), but the effective uid is {euid}: run the tests as root"
+    )]
+    NotRoot { what: String, euid: String },
+    #[error("could not start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}{}", if stdout.is_empty() { String::new() } else { format!("\nstdout: {stdout}") })]
+    Failed {
+        command: String,
+        status: String,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("`{command}` did not finish within {timeout:?}: {stderr}")]
+    Timeout {
+        command: String,
+        timeout: Duration,
+        stderr: String,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox env output, line {line}: {reason}: {text:?}")]
+    EnvSyntax {
+        line: usize,
+        reason: &'static str,
+        text: String,
+    },
+    #[error("sandbox env output has no {key}")]
+    EnvMissing { key: String },
+    #[error("{what} exited at start-up ({status}): {stderr}")]
+    ServerExited {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what} did not listen on port {port} within 15 s")]
+    NotListening { what: String, port: u16 },
+    #[error("invalid sandbox option: {0}")]
+    Options(String),
+}
+
+/// How to bring a sandbox up.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// `Some(3)`: NB as a 3-member RAFT cluster. Other sizes are refused.
+    pub clustered: Option<u8>,
+    /// Chassis name (`system-id`); default `ycs-<id>`.
+    pub name: Option<String>,
+}
+
+/// Bounds for the script and the ctl tools: generous for a loaded 2-core machine, but finite.
+const UP_TIMEOUT: Duration = Duration::from_secs(120);
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `export KEY='value'` lines printed by `ovn-sandbox.sh env`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxEnv {
+    vars: BTreeMap<String, String>,
+}
+
+impl SandboxEnv {
+    /// Parses `export KEY='value'` / `export KEY=value` lines; blank lines and `#` comments are
+    /// skipped. Values never contain a single quote (they are paths and remotes).
+    pub fn parse(text: &str) -> Result<SandboxEnv, SandboxError> {
+        let mut vars = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |reason| SandboxError::EnvSyntax {
+                line: i + 1,
+                reason,
+                text: raw.to_string(),
+            };
+            let rest = line
+                .strip_prefix("export ")
+                .ok_or_else(|| err("expected `export KEY=value`"))?;
+            let (key, value) = rest
+                .split_once('=')
+                .ok_or_else(|| err("no `=` after the variable name"))?;
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err("bad variable name"));
+            }
+            let value = match value.strip_prefix('\'') {
+                Some(v) => v
+                    .strip_suffix('\'')
+                    .filter(|v| !v.contains('\''))
+                    .ok_or_else(|| err("unbalanced single quotes"))?,
+                None if value.contains(['\'', '"', ' ']) => {
+                    return Err(err("unquoted value with quotes or spaces"));
+                }
+                None => value,
+            };
+            vars.insert(key.to_string(), value.to_string());
+        }
+        Ok(SandboxEnv { vars })
+    }
+
+    pub fn get(&self, key: &str) -> Result<&str, SandboxError> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| SandboxError::EnvMissing { key: key.into() })
+    }
+
+    /// All variables, e.g. to pass to a process under test.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A comma-separated remote list split into its members.
+    fn list(&self, key: &str) -> Result<Vec<String>, SandboxError> {
+        Ok(self
+            .get(key)?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+/// The keys every `env` output must carry (checked once at `up`, so accessors cannot fail).
+const REQUIRED_KEYS: &[&str] = &[
+    "YCLOUD_SANDBOX_DIR",
+    "YCLOUD_SANDBOX_ID",
+    "YCLOUD_CHASSIS",
+    "YCLOUD_NODE_NETNS",
+    "OVN_NB_DB",
+    "OVN_SB_DB",
+    "YCLOUD_NB_TCP",
+    "YCLOUD_SB_TCP",
+    "YCLOUD_NB_CTL",
+    "YCLOUD_OVS_DB",
+    "OVS_RUNDIR",
+    "OVN_RUNDIR",
+    "YCLOUD_SANDBOX_LOG",
+];
+
+/// The repository's `hack/ovn-sandbox.sh` (this crate lives in `tests/support`), or
+/// `$YCLOUD_SANDBOX_SCRIPT`.
+pub fn sandbox_script() -> PathBuf {
+    if let Some(p) = std::env::var_os("YCLOUD_SANDBOX_SCRIPT") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/ovn-sandbox.sh")
+}
+
+/// A running sandbox. Dropping it runs `ovn-sandbox.sh down` and deletes its directory.
+#[derive(Debug)]
+pub struct Sandbox {
+    env: SandboxEnv,
+    script: PathBuf,
+    nb_unix: Vec<String>,
+    nb_tcp: Vec<String>,
+    /// `None` once `down` ran.
+    dir: Option<TempDir>,
+    dir_path: PathBuf,
+    /// What `up` printed (timings), for reports.
+    up_output: String,
+}
+
+impl Sandbox {
+    /// Brings a sandbox up in a new temp dir and waits until its chassis is in SB.
+    pub fn up(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        if let Some(n) = options.clustered.filter(|n| *n != 3) {
+            return Err(SandboxError::Options(format!(
+                "clustered: Some({n}): only a 3-member NB cluster is supported"
+            )));
+        }
+        require_root("an OVN sandbox")?;
+        let dir = tempfile::Builder::new()
+            .prefix("ycs")
+            .tempdir()
+            .map_err(|source| SandboxError::Io {
+                what: "creating the sandbox temp dir".into(),
+                source,
+            })?;
+        let script = sandbox_script();
+        let script_s = script.to_string_lossy().into_owned();
+        let dir_s = dir.path().to_string_lossy().into_owned();
+        let mut argv = vec![script_s.as_str(), "up", "--dir", &dir_s];
+        if options.clustered.is_some() {
+            argv.extend(["--clustered", "3"]);
+        }
+        if let Some(name) = &options.name {
+            argv.extend(["--name", name]);
+        }
+        // if up fails half-way the script has already run `down` itself
+        let up_output = netns::run(&argv, UP_TIMEOUT)?;
+        let mut sandbox = Sandbox {
+            env: SandboxEnv::default(),
+            script,
+            nb_unix: Vec::new(),
+            nb_tcp: Vec::new(),
+            dir_path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            up_output,
+        };
+        // from here on a failure drops `sandbox`, which runs down
+        let env_text = sandbox.script_cmd(&["env"])?;
+        sandbox.env = SandboxEnv::parse(&env_text)?;
+        for key in REQUIRED_KEYS {
+            sandbox.env.get(key)?;
+        }
+        sandbox.nb_unix = sandbox.env.list("OVN_NB_DB")?;
+        sandbox.nb_tcp = sandbox.env.list("YCLOUD_NB_TCP")?;
+        Ok(sandbox)
+    }
+
+    fn var(&self, key: &str) -> &str {
+        // every key read here is in REQUIRED_KEYS, checked by `up`
+        self.env.get(key).unwrap_or_default()
+    }
+
+    /// Runs `ovn-sandbox.sh <args> --dir <dir>`.
+    fn script_cmd(&self, args: &[&str]) -> Result<String, SandboxError> {
+        let script = self.script.to_string_lossy();
+        let dir = self.dir_path.to_string_lossy();
+        let mut argv = vec![script.as_ref()];
+        argv.extend_from_slice(args);
+        argv.extend(["--dir", dir.as_ref()]);
+        netns::run(&argv, UP_TIMEOUT)
+    }
+
+    /// The NB remote(s) for OVSDB clients and `ovn-nbctl --db`: one `unix:` remote, or for a
+    /// cluster the three members' `unix:` remotes joined by commas (clients find the leader).
+    pub fn nb_unix(&self) -> &str {
+        self.var("OVN_NB_DB")
+    }
+    /// Each NB member's `unix:` remote (one entry when standalone).
+    pub fn nb_unix_members(&self) -> &[String] {
+        &self.nb_unix
+    }
+    /// NB `tcp:127.0.0.1:PORT` remote(s), comma-joined for a cluster.
+    pub fn nb_tcp(&self) -> &str {
+        self.var("YCLOUD_NB_TCP")
+    }
+    /// Each NB member's `tcp:` remote.
+    pub fn nb_tcp_members(&self) -> &[String] {
+        &self.nb_tcp
+    }
+    /// The unixctl socket of each NB member (for `cluster/status`).
+    pub fn nb_ctl_members(&self) -> Vec<&str> {
+        self.var("YCLOUD_NB_CTL").split(',').collect()
+    }
+    pub fn sb_unix(&self) -> &str {
+        self.var("OVN_SB_DB")
+    }
+    pub fn sb_tcp(&self) -> &str {
+        self.var("YCLOUD_SB_TCP")
+    }
+    /// The node's Open_vSwitch database (`unix:` remote for `ovs-vsctl --db`).
+    pub fn ovs_db_unix(&self) -> &str {
+        self.var("YCLOUD_OVS_DB")
+    }
+    /// The network namespace the chassis runs in (its br-int ports live there).
+    pub fn node_netns(&self) -> &str {
+        self.var("YCLOUD_NODE_NETNS")
+    }
+    pub fn chassis(&self) -> &str {
+        self.var("YCLOUD_CHASSIS")
+    }
+    /// Short unique id (netns names derive from it).
+    pub fn id(&self) -> &str {
+        self.var("YCLOUD_SANDBOX_ID")
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+    pub fn log_dir(&self) -> &Path {
+        Path::new(self.var("YCLOUD_SANDBOX_LOG"))
+    }
+    pub fn env(&self) -> &SandboxEnv {
+        &self.env
+    }
+    /// What `up` printed, including how long it took.
+    pub fn up_output(&self) -> &str {
+        &self.up_output
+    }
+
+    /// Runs an OVS/OVN tool with the sandbox's run dirs in the environment.
+    pub fn tool(&self, argv: &[&str]) -> Result<String, SandboxError> {
+        let env: Vec<(&str, &str)> = self.env.vars().collect();
+        netns::run_with_env(argv, &env, CTL_TIMEOUT)
+    }
+
+    fn tool_with(
+        &self,
+        program: &str,
+        pre: &[&str],
+        args: &[&str],
+    ) -> Result<String, SandboxError> {
+        let mut argv = vec![program];
+        argv.extend_from_slice(pre);
+        argv.extend_from_slice(args);
+        self.tool(&argv)
+    }
+
+    pub fn nbctl(&self, args: &[&str]) -> Result<String, SandboxError> {
+        let db = format!("--db={}", self.nb_unix());
+        self.tool_with("ovn-nbctl", &["--timeout=30", &db], args)
+    }
+    pub fn sbctl(&self, args: &[&str]) -> Result<String, SandboxError> {
+        let db = format!("--db={}", self.sb_unix());
+        self.tool_with("ovn-sbctl", &["--timeout=30", &db], args)
+    }
+    pub fn vsctl(&self, args: &[&str]) -> Result<String, SandboxError> {
+        let db = format!("--db={}", self.ovs_db_unix());
+        self.tool_with("ovs-vsctl", &["--timeout=30", &db], args)
+    }
+    /// `ovs-appctl -t <target>`: `ovs-vswitchd` and `ovsdb-server` name the node's daemons
+    /// (found through OVS_RUNDIR); a path names a unixctl socket.
+    pub fn appctl(&self, target: &str, args: &[&str]) -> Result<String, SandboxError> {
+        self.tool_with("ovs-appctl", &["--timeout=30", "-t", target], args)
+    }
+    /// `ovs-ofctl -O OpenFlow15 <args>` against the node's bridges.
+    pub fn ofctl(&self, args: &[&str]) -> Result<String, SandboxError> {
+        self.tool_with("ovs-ofctl", &["-O", "OpenFlow15"], args)
+    }
+    pub fn trace(&self, args: &[&str]) -> Result<String, SandboxError> {
+        let db = format!("--db={}", self.sb_unix());
+        self.tool_with("ovn-trace", &[&db], args)
+    }
+
+    /// Waits until every chassis has caught up with NB (`ovn-nbctl --wait=hv sync`).
+    pub fn wait_hv_sync(&self) -> Result<(), SandboxError> {
+        self.nbctl(&["--wait=hv", "sync"]).map(drop)
+    }
+
+    /// `ovn-sandbox.sh status`.
+    pub fn status(&self) -> Result<String, SandboxError> {
+        self.script_cmd(&["status"])
+    }
+
+    /// Adds a pod: LSP `name` on `switch` with `mac ip` as addresses and port security, a netns
+    /// `<node netns>-<name>` with `eth0`, its veth peer on br-int bound to the LSP.
+    pub fn add_pod(&self, spec: &PodSpec) -> Result<Pod, SandboxError> {
+        let mut args = vec![
+            "pod-add",
+            spec.name,
+            spec.switch,
+            spec.mac,
+            spec.address,
+            spec.gateway,
+        ];
+        let mtu = spec.mtu.map(|m| m.to_string());
+        if let Some(m) = &mtu {
+            args.extend(["--mtu", m]);
+        }
+        self.script_cmd(&args)?;
+        Ok(self.pod_guard(spec.name, spec.address, spec.mac))
+    }
+
+    /// Adds a host on the sandbox's external network: netns `<node netns>-<name>` with `eth0`,
+    /// its veth peer a port of `br-ex` (bridge mapping `external:br-ex`, so a localnet LSP
+    /// with `network_name=external` reaches it). No LSP: it stands for the world outside OVN.
+    pub fn add_outside(&self, spec: &OutsideSpec) -> Result<Pod, SandboxError> {
+        let mut args = vec!["outside-add", spec.name, spec.mac, spec.address];
+        if let Some(gw) = spec.gateway {
+            args.push(gw);
+        }
+        let mtu = spec.mtu.map(|m| m.to_string());
+        if let Some(m) = &mtu {
+            args.extend(["--mtu", m]);
+        }
+        self.script_cmd(&args)?;
+        Ok(self.pod_guard(spec.name, spec.address, spec.mac))
+    }
+
+    fn pod_guard(&self, name: &str, address: &str, mac: &str) -> Pod {
+        Pod {
+            netns: Netns::existing(&format!("{}-{name}", self.node_netns())),
+            name: name.to_string(),
+            ip: address.split('/').next().unwrap_or_default().to_string(),
+            mac: mac.to_string(),
+            script: self.script.clone(),
+            dir: self.dir_path.clone(),
+            deleted: false,
+        }
+    }
+
+    /// The pids `up` recorded (read from the pidfiles it listed), to check what runs.
+    pub fn recorded_pids(&self) -> Vec<u32> {
+        let state = self.dir_path.join("state/daemons");
+        let Ok(list) = fs::read_to_string(state) else {
+            return Vec::new();
+        };
+        list.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|pidfile| fs::read_to_string(pidfile).ok())
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+
+    /// The last `lines` lines of every log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(entries) = fs::read_dir(self.log_dir()) else {
+            return out;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let text = fs::read_to_string(&p).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} (last {lines} lines)\n", p.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Runs `down` now and returns its output (drop does the same, ignoring errors).
+    pub fn down(mut self) -> Result<String, SandboxError> {
+        self.down_inner()
+    }
+
+    fn down_inner(&mut self) -> Result<String, SandboxError> {
+        let Some(dir) = self.dir.take() else {
+            return Ok(String::new());
+        };
+        let out = self.script_cmd(&["down"]);
+        // the temp dir (with the logs) goes after down, whatever down said
+        drop(dir);
+        out
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.dir.is_some() {
+            eprintln!(
+                "sandbox {} (dir {}): logs at the time of the panic:\n{}",
+                self.id(),
+                self.dir_path.display(),
+                self.log_tails(15)
+            );
+        }
+        if let Err(e) = self.down_inner() {
+            eprintln!("sandbox {}: down failed: {e}", self.dir_path.display());
+        }
+    }
+}
+
+/// A pod for [`Sandbox::add_pod`].
+#[derive(Debug, Clone, Copy)]
+pub struct PodSpec<'a> {
+    /// LSP name and netns suffix: 1-40 characters `[A-Za-z0-9_.-]`.
+    pub name: &'a str,
+    pub switch: &'a str,
+    pub mac: &'a str,
+    /// `ip/len`, e.g. `10.0.1.11/24`.
+    pub address: &'a str,
+    pub gateway: &'a str,
+    pub mtu: Option<u32>,
+}
+
+/// A host on the external network for [`Sandbox::add_outside`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutsideSpec<'a> {
+    /// Netns suffix: 1-40 characters `[A-Za-z0-9_.-]`.
+    pub name: &'a str,
+    pub mac: &'a str,
+    /// `ip/len`, e.g. `172.16.0.50/24`.
+    pub address: &'a str,
+    /// Default route, if any.
+    pub gateway: Option<&'a str>,
+    pub mtu: Option<u32>,
+}
+
+/// A pod made by [`Sandbox::add_pod`] (or an outside host, [`Sandbox::add_outside`]); derefs to its [`Netns`]. Dropping it runs `pod-del`
+/// (nothing left to do if the sandbox went down first).
+#[derive(Debug)]
+pub struct Pod {
+    netns: Netns,
+    name: String,
+    ip: String,
+    mac: String,
+    script: PathBuf,
+    dir: PathBuf,
+    deleted: bool,
+}
+
+impl Pod {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn ip(&self) -> &str {
+        &self.ip
+    }
+    pub fn mac(&self) -> &str {
+        &self.mac
+    }
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+    /// Deletes the pod now (LSP, br-int port, veth, netns).
+    pub fn delete(mut self) -> Result<String, SandboxError> {
+        self.delete_inner()
+    }
+    fn delete_inner(&mut self) -> Result<String, SandboxError> {
+        if self.deleted {
+            return Ok(String::new());
+        }
+        self.deleted = true;
+        let script = self.script.to_string_lossy();
+        let dir = self.dir.to_string_lossy();
+        netns::run(
+            &[
+                script.as_ref(),
+                "pod-del",
+                &self.name,
+                "--dir",
+                dir.as_ref(),
+            ],
+            UP_TIMEOUT,
+        )
+    }
+}
+
+impl std::ops::Deref for Pod {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.netns
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete_inner() {
+            eprintln!("pod {}: pod-del failed: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+export YCLOUD_SANDBOX_DIR='/tmp/ycsAbC'
+export OVN_NB_DB='unix:/tmp/ycsAbC/central/run/nb-1.sock,unix:/tmp/ycsAbC/central/run/nb-2.sock'
+
+# comment
+export YCLOUD_SB_TCP=tcp:127.0.0.1:4242
+";
+
+    #[test]
+    fn env_output_parses_into_variables_quoted_or_not() {
+        let env = SandboxEnv::parse(SAMPLE).unwrap();
+        assert_eq!(env.get("YCLOUD_SANDBOX_DIR").unwrap(), "/tmp/ycsAbC");
+        assert_eq!(env.get("YCLOUD_SB_TCP").unwrap(), "tcp:127.0.0.1:4242");
+        assert_eq!(env.vars().count(), 3);
+    }
+
+    #[test]
+    fn a_comma_separated_remote_splits_into_its_members() {
+        let env = SandboxEnv::parse(SAMPLE).unwrap();
+        assert_eq!(
+            env.list("OVN_NB_DB").unwrap(),
+            vec![
+                "unix:/tmp/ycsAbC/central/run/nb-1.sock",
+                "unix:/tmp/ycsAbC/central/run/nb-2.sock"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_is_named_in_the_error() {
+        let env = SandboxEnv::parse(SAMPLE).unwrap();
+        let err = env.get("YCLOUD_NODE_NETNS").unwrap_err().to_string();
+        assert!(err.contains("YCLOUD_NODE_NETNS"), "{err}");
+    }
+
+    #[test]
+    fn malformed_env_lines_are_rejected_with_their_line_number() {
+        for (text, line, reason) in [
+            ("export A='x'\nA=b\n", 2, "expected `export KEY=value`"),
+            ("export A\n", 1, "no `=`"),
+            ("export A-B=c\n", 1, "bad variable name"),
+            ("\nexport A='unterminated\n", 2, "unbalanced single quotes"),
+            ("export A='a'b'\n", 1, "unbalanced single quotes"),
+            ("export A=two words\n", 1, "unquoted value"),
+        ] {
+            let err = SandboxEnv::parse(text).unwrap_err();
+            match &err {
+                SandboxError::EnvSyntax { line: l, .. } => assert_eq!(*l, line, "{text:?}: {err}"),
+                other => panic!("{text:?}: unexpected error {other}"),
+            }
+            assert!(err.to_string().contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_sandbox_script_is_found_from_this_crate() {
+        let script = sandbox_script();
+        assert!(script.is_file(), "{} is missing", script.display());
+    }
+
+    #[test]
+    fn only_a_three_member_cluster_is_accepted() {
+        let err = Sandbox::up(SandboxOptions {
+            clustered: Some(5),
+            name: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("only a 3-member"), "{err}");
+    }
+}
