@@ -677,6 +677,18 @@ pub fn service(svc: &YusurService, snap: &Snapshot<'_>) -> Result<(), FieldError
             "only allowed with type ClientIP",
         );
     }
+    // Kubernetes allows 86400 s; OVN's Load_Balancer options:affinity_timeout stops at 65535.
+    if let Some(t) = spec
+        .session_affinity
+        .as_ref()
+        .and_then(|a| a.timeout_seconds)
+        .filter(|t| *t > 65_535)
+    {
+        errors.push(
+            "spec.sessionAffinity.timeoutSeconds",
+            format!("{t} is above 65535, the longest affinity OVN supports"),
+        );
+    }
     if let Some(hc) = &spec.health_check {
         check_health_check(&mut errors, "spec.healthCheck", hc);
     }
