@@ -6,7 +6,11 @@
 //! `lb` and friends (the desired rows) → the planner (a diff against the OVSDB cache) →
 //! one transaction.
 
+pub mod alloc;
+pub mod gateways;
 pub mod lb;
 pub mod names;
+pub mod nb;
 pub mod network;
+pub mod plan;
 pub mod topology;

@@ -41,7 +41,24 @@ pub struct DesiredRouterPort {
     pub mac: String,
     /// `address/prefix`, one per family.
     pub networks: BTreeSet<String>,
+    /// Chassis name → priority. Non-empty makes this a distributed gateway port, which
+    /// fails over between the chassis by priority.
+    pub gateway_chassis: BTreeMap<String, u16>,
     pub external_ids: BTreeMap<String, String>,
+}
+
+/// A static route: `ip_prefix` via `nexthop`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredRoute {
+    pub ip_prefix: String,
+    pub nexthop: String,
+}
+
+/// A source NAT rule: traffic from `logical_ip` leaves as `external_ip`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredSnat {
+    pub external_ip: String,
+    pub logical_ip: String,
 }
 
 /// A logical router.
@@ -51,13 +68,16 @@ pub struct DesiredRouter {
     pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub ports: BTreeMap<String, DesiredRouterPort>,
+    pub routes: BTreeSet<DesiredRoute>,
+    pub snat: BTreeSet<DesiredSnat>,
 }
 
 /// A load-balancer group; its members are the `cluster` load balancers of the VPC.
+/// `Load_Balancer_Group` has no `external_ids`: its unique name (`yc-lbg-<vpc>`) is what
+/// marks it as ours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredLbGroup {
     pub name: String,
-    pub external_ids: BTreeMap<String, String>,
 }
 
 /// Everything one VPC owns in NB.
@@ -161,7 +181,6 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
     let router_name = router_name(owner);
     let lb_group = DesiredLbGroup {
         name: names::vpc_lb_group(owner),
-        external_ids: names::owner_ids(OwnerKind::Vpc, owner, "lb-group"),
     };
     let mut plans = Vec::new();
     for s in &vpc.subnets {
@@ -185,6 +204,8 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
         options: BTreeMap::new(),
         external_ids: names::owner_ids(OwnerKind::Vpc, owner, "router"),
         ports: BTreeMap::new(),
+        routes: BTreeSet::new(),
+        snat: BTreeSet::new(),
     };
     let mut switches = BTreeMap::new();
     for plan in &plans {
@@ -208,6 +229,7 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
                 name: lrp.clone(),
                 mac: mac_for(gw),
                 networks,
+                gateway_chassis: BTreeMap::new(),
                 external_ids: names::owner_ids(OwnerKind::Vpc, owner, plan.role),
             },
         );

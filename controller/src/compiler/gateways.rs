@@ -1,0 +1,434 @@
+//! Desired rows of the gateways: EIP gateways (outside → a service's EIP) and the service
+//! gateway (clients of other VPCs → a service), and the uplinks they add to VPC routers.
+//!
+//! Both follow the recipes proven with real packets on this OVN version
+//! (`../shared/OVN-NOTES.md`):
+//! - An EIP gateway is a gateway router on the external network (a switch with a
+//!   `localnet` port) and on a transit switch shared by the VPCs it serves. It only
+//!   routes: `EIP/32` → the VPC's transit address; no LB and no NAT on it, so it adds no
+//!   conntrack pass (the userspace datapath drops a packet at its 7th recirculation).
+//!   Each VPC's port on the transit switch is a distributed gateway port, the EIP load
+//!   balancer sits on the VPC router (DNAT and un-DNAT both work there), the VPC routes its
+//!   default to the EIP gateway and SNATs its egress. Overlapping VPC CIDRs are fine.
+//! - The service gateway is one gateway router for the cluster, joined to each VPC that
+//!   has clients or backends of cross-VPC services by a transit switch of its own. It
+//!   carries those services' load balancers with `lb_force_snat_ip=router_ip`: backends
+//!   see its address on their VPC's transit switch and reply through it. It routes every
+//!   backend and client subnet to its VPC, so those CIDRs must not overlap (the validator
+//!   rejects a service that would need it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::names::{self, OwnerKind};
+use super::network::{
+    DesiredRoute, DesiredRouter, DesiredRouterPort, DesiredSnat, DesiredSwitch, DesiredSwitchPort,
+    DesiredVpc, gateway, mac_for, router_name,
+};
+
+/// Why a gateway can't be built. Its rows stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("EIP gateway {gateway}: {what}")]
+    Eip { gateway: String, what: String },
+    #[error("service gateway: {what}")]
+    Service { what: String },
+}
+
+/// An `EipGateway`, with its transit network decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EipGateway {
+    pub name: String,
+    /// The gateway's own address on the external network, with the prefix
+    /// (e.g. `200.0.0.1/24`): the upstream routes the EIP range to it.
+    pub external: IpNet,
+    /// The next hop for traffic leaving to the outside, if any.
+    pub upstream: Option<IpAddr>,
+    /// `ovn-bridge-mappings` network name of the external bridge.
+    pub network_name: String,
+    /// Chassis → priority. The highest hosts the gateway router.
+    pub chassis: BTreeMap<String, u16>,
+    /// The transit network between the gateway and its VPCs; the gateway takes the first
+    /// host address, each VPC one other.
+    pub transit: IpNet,
+}
+
+/// One VPC behind an EIP gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EipAttachment {
+    pub vpc: String,
+    /// The VPC router's address on the gateway's transit switch (allocated, stable).
+    pub transit_ip: IpAddr,
+    /// EIPs of the VPC's services: routed to the VPC.
+    pub eips: BTreeSet<IpAddr>,
+    /// Egress: the VPC's subnets leave as this address (usually one of its EIPs).
+    pub egress: Option<(IpAddr, Vec<IpNet>)>,
+}
+
+/// The rows an owner of a topology slice wants: routers and switches.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DesiredGateway {
+    pub routers: BTreeMap<String, DesiredRouter>,
+    pub switches: BTreeMap<String, DesiredSwitch>,
+}
+
+/// The EIP gateway's router name.
+pub fn eip_router_name(gw: &str) -> String {
+    format!("yc-eipgw-{gw}")
+}
+
+/// The EIP gateway's external switch.
+pub fn eip_external_switch(gw: &str) -> String {
+    format!("yc-eipgw-{gw}-ext")
+}
+
+/// The EIP gateway's transit switch.
+pub fn eip_transit_switch(gw: &str) -> String {
+    format!("yc-eipgw-{gw}-ts")
+}
+
+/// The service gateway's router.
+pub const SERVICE_GATEWAY_ROUTER: &str = "yc-svcgw";
+
+/// The service gateway's transit switch to one VPC.
+pub fn svcgw_transit_switch(vpc: &str) -> String {
+    format!("yc-svcgw-ts-{vpc}")
+}
+
+fn router_link(
+    switch: &str,
+    router_port: &str,
+    ids: &BTreeMap<String, String>,
+) -> (String, DesiredSwitchPort) {
+    let name = format!("{switch}-to-{router_port}");
+    (
+        name.clone(),
+        DesiredSwitchPort {
+            name,
+            kind: "router".to_owned(),
+            addresses: vec!["router".to_owned()],
+            port_security: vec![],
+            options: BTreeMap::from([("router-port".to_owned(), router_port.to_owned())]),
+            external_ids: ids.clone(),
+        },
+    )
+}
+
+fn highest(chassis: &BTreeMap<String, u16>) -> Option<&str> {
+    chassis
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(c, _)| c.as_str())
+}
+
+fn host_route(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    }
+}
+
+/// An EIP gateway's rows: its router, external switch (with the localnet port) and
+/// transit switch with a link for every attached VPC.
+pub fn eip_gateway_rows(
+    gw: &EipGateway,
+    attachments: &[EipAttachment],
+) -> Result<DesiredGateway, GatewayError> {
+    let err = |what: String| GatewayError::Eip {
+        gateway: gw.name.clone(),
+        what,
+    };
+    let chassis = highest(&gw.chassis).ok_or_else(|| err("no gateway chassis".into()))?;
+    let transit_gw = gateway(gw.transit)
+        .ok_or_else(|| err(format!("transit network {} is too small", gw.transit)))?;
+    let ids = |role: &str| names::owner_ids(OwnerKind::EipGateway, &gw.name, role);
+    let rname = eip_router_name(&gw.name);
+    let ext_sw = eip_external_switch(&gw.name);
+    let ts = eip_transit_switch(&gw.name);
+    let ext_lrp = format!("{rname}-ext");
+    let ts_lrp = format!("{rname}-ts");
+
+    let mut routes = BTreeSet::new();
+    let mut seen = BTreeMap::new();
+    for a in attachments {
+        if !gw.transit.contains(&a.transit_ip) || a.transit_ip == transit_gw {
+            return Err(err(format!(
+                "VPC {}: transit address {} is not a free host of {}",
+                a.vpc, a.transit_ip, gw.transit
+            )));
+        }
+        for eip in &a.eips {
+            if let Some(other) = seen.insert(*eip, &a.vpc) {
+                return Err(err(format!(
+                    "EIP {eip} is claimed by VPC {other} and VPC {}",
+                    a.vpc
+                )));
+            }
+            routes.insert(DesiredRoute {
+                ip_prefix: host_route(*eip),
+                nexthop: a.transit_ip.to_string(),
+            });
+        }
+    }
+    if let Some(up) = gw.upstream {
+        let default = if up.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+        routes.insert(DesiredRoute {
+            ip_prefix: default.to_owned(),
+            nexthop: up.to_string(),
+        });
+    }
+    let router = DesiredRouter {
+        name: rname.clone(),
+        // A gateway router: it lives on one chassis (failover of this form is the
+        // multi-node issue's: it needs the external port with gateway-chassis priorities).
+        options: BTreeMap::from([("chassis".to_owned(), chassis.to_owned())]),
+        external_ids: ids("router"),
+        ports: BTreeMap::from([
+            (
+                ext_lrp.clone(),
+                DesiredRouterPort {
+                    name: ext_lrp.clone(),
+                    mac: mac_for(gw.external.addr()),
+                    networks: BTreeSet::from([gw.external.to_string()]),
+                    gateway_chassis: BTreeMap::new(),
+                    external_ids: ids("external"),
+                },
+            ),
+            (
+                ts_lrp.clone(),
+                DesiredRouterPort {
+                    name: ts_lrp.clone(),
+                    mac: mac_for(transit_gw),
+                    networks: BTreeSet::from([format!("{transit_gw}/{}", gw.transit.prefix_len())]),
+                    gateway_chassis: BTreeMap::new(),
+                    external_ids: ids("transit"),
+                },
+            ),
+        ]),
+        routes,
+        snat: BTreeSet::new(),
+    };
+
+    let localnet = format!("{ext_sw}-localnet");
+    let external = DesiredSwitch {
+        name: ext_sw.clone(),
+        other_config: BTreeMap::new(),
+        external_ids: ids("external"),
+        ports: BTreeMap::from([
+            (
+                localnet.clone(),
+                DesiredSwitchPort {
+                    name: localnet,
+                    kind: "localnet".to_owned(),
+                    addresses: vec!["unknown".to_owned()],
+                    port_security: vec![],
+                    options: BTreeMap::from([("network_name".to_owned(), gw.network_name.clone())]),
+                    external_ids: ids("external"),
+                },
+            ),
+            router_link(&ext_sw, &ext_lrp, &ids("external")),
+        ]),
+        lb_groups: BTreeSet::new(),
+    };
+    let mut ts_ports = BTreeMap::from([router_link(&ts, &ts_lrp, &ids("transit"))]);
+    for a in attachments {
+        let (n, p) = router_link(&ts, &eip_uplink_port(&a.vpc, &gw.name), &ids("transit"));
+        ts_ports.insert(n, p);
+    }
+    let transit = DesiredSwitch {
+        name: ts.clone(),
+        other_config: BTreeMap::new(),
+        external_ids: ids("transit"),
+        ports: ts_ports,
+        lb_groups: BTreeSet::new(),
+    };
+    Ok(DesiredGateway {
+        routers: BTreeMap::from([(rname, router)]),
+        switches: BTreeMap::from([(ext_sw, external), (ts, transit)]),
+    })
+}
+
+/// The VPC router's port on an EIP gateway's transit switch.
+pub fn eip_uplink_port(vpc: &str, gw: &str) -> String {
+    format!("{}-eipgw-{gw}", router_name(vpc))
+}
+
+/// Adds an EIP gateway's uplink to a VPC's rows: a distributed gateway port on the
+/// transit switch (so the EIP load balancer on the VPC router un-DNATs its replies), the
+/// default route to the gateway, and the egress SNAT.
+pub fn add_eip_uplink(
+    vpc: &mut DesiredVpc,
+    gw: &EipGateway,
+    a: &EipAttachment,
+) -> Result<(), GatewayError> {
+    let transit_gw = gateway(gw.transit).ok_or_else(|| GatewayError::Eip {
+        gateway: gw.name.clone(),
+        what: format!("transit network {} is too small", gw.transit),
+    })?;
+    let ids = names::owner_ids(OwnerKind::Vpc, &a.vpc, "eip-uplink");
+    let name = eip_uplink_port(&a.vpc, &gw.name);
+    vpc.router.ports.insert(
+        name.clone(),
+        DesiredRouterPort {
+            name,
+            mac: mac_for(a.transit_ip),
+            networks: BTreeSet::from([format!("{}/{}", a.transit_ip, gw.transit.prefix_len())]),
+            gateway_chassis: gw.chassis.clone(),
+            external_ids: ids,
+        },
+    );
+    let default = if transit_gw.is_ipv4() {
+        "0.0.0.0/0"
+    } else {
+        "::/0"
+    };
+    vpc.router.routes.insert(DesiredRoute {
+        ip_prefix: default.to_owned(),
+        nexthop: transit_gw.to_string(),
+    });
+    if let Some((ip, cidrs)) = &a.egress {
+        for c in cidrs {
+            vpc.router.snat.insert(DesiredSnat {
+                external_ip: ip.to_string(),
+                logical_ip: c.trunc().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One VPC joined to the service gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceGatewayAttachment {
+    pub vpc: String,
+    /// The transit network of this VPC (allocated, stable): the VPC router takes the
+    /// first host, the service gateway the second.
+    pub transit: IpNet,
+    /// The VPC's subnets the service gateway routes to (backends and clients).
+    pub subnets: Vec<IpNet>,
+    /// VIPs of other VPCs' services this VPC may reach: routed to the service gateway.
+    pub client_vips: BTreeSet<IpAddr>,
+}
+
+/// The service gateway's two addresses on a VPC's transit network: (VPC side, gateway side).
+pub fn svcgw_transit_addrs(transit: IpNet) -> Option<(IpAddr, IpAddr)> {
+    let vpc_side = gateway(transit)?;
+    let gw_side = transit
+        .hosts()
+        .find(|h| *h != vpc_side && *h != transit.network())?;
+    Some((vpc_side, gw_side))
+}
+
+/// The service gateway's rows: its router (with `lb_force_snat_ip=router_ip`) and a
+/// transit switch per attached VPC.
+pub fn service_gateway_rows(
+    chassis: &BTreeMap<String, u16>,
+    attachments: &[ServiceGatewayAttachment],
+) -> Result<DesiredGateway, GatewayError> {
+    let err = |what: String| GatewayError::Service { what };
+    let pinned = highest(chassis).ok_or_else(|| err("no gateway chassis".into()))?;
+    let ids = |role: &str| names::owner_ids(OwnerKind::ServiceGateway, "cluster", role);
+    let mut router = DesiredRouter {
+        name: SERVICE_GATEWAY_ROUTER.to_owned(),
+        options: BTreeMap::from([
+            ("chassis".to_owned(), pinned.to_owned()),
+            // Backends see the gateway's address on their transit switch and reply to it,
+            // whatever VPC the client is in.
+            ("lb_force_snat_ip".to_owned(), "router_ip".to_owned()),
+        ]),
+        external_ids: ids("router"),
+        ports: BTreeMap::new(),
+        routes: BTreeSet::new(),
+        snat: BTreeSet::new(),
+    };
+    let mut switches = BTreeMap::new();
+    let mut routed: BTreeMap<IpNet, &str> = BTreeMap::new();
+    for a in attachments {
+        let (vpc_side, gw_side) = svcgw_transit_addrs(a.transit)
+            .ok_or_else(|| err(format!("VPC {}: transit {} is too small", a.vpc, a.transit)))?;
+        for s in &a.subnets {
+            let s = s.trunc();
+            if let Some((other, vpc)) = routed
+                .iter()
+                .find(|(o, _)| o.contains(&s) || s.contains(*o))
+            {
+                return Err(err(format!(
+                    "subnet {s} of VPC {} overlaps {other} of VPC {vpc}: one gateway can't route both",
+                    a.vpc
+                )));
+            }
+            routed.insert(s, &a.vpc);
+            router.routes.insert(DesiredRoute {
+                ip_prefix: s.to_string(),
+                nexthop: vpc_side.to_string(),
+            });
+        }
+        let ts = svcgw_transit_switch(&a.vpc);
+        let lrp = format!("{SERVICE_GATEWAY_ROUTER}-{}", a.vpc);
+        router.ports.insert(
+            lrp.clone(),
+            DesiredRouterPort {
+                name: lrp.clone(),
+                mac: mac_for(gw_side),
+                networks: BTreeSet::from([format!("{gw_side}/{}", a.transit.prefix_len())]),
+                gateway_chassis: BTreeMap::new(),
+                external_ids: ids("transit"),
+            },
+        );
+        let mut ports = BTreeMap::from([router_link(&ts, &lrp, &ids("transit"))]);
+        let (n, p) = router_link(&ts, &svcgw_uplink_port(&a.vpc), &ids("transit"));
+        ports.insert(n, p);
+        switches.insert(
+            ts.clone(),
+            DesiredSwitch {
+                name: ts,
+                other_config: BTreeMap::new(),
+                external_ids: ids("transit"),
+                ports,
+                lb_groups: BTreeSet::new(),
+            },
+        );
+    }
+    Ok(DesiredGateway {
+        routers: BTreeMap::from([(SERVICE_GATEWAY_ROUTER.to_owned(), router)]),
+        switches,
+    })
+}
+
+/// The VPC router's port on its service-gateway transit switch.
+pub fn svcgw_uplink_port(vpc: &str) -> String {
+    format!("{}-svcgw", router_name(vpc))
+}
+
+/// Adds the service-gateway uplink to a VPC's rows: a plain router port (the service
+/// gateway is the stateful hop) and a host route to the gateway for every VIP the VPC's
+/// clients may reach.
+pub fn add_svcgw_uplink(
+    vpc: &mut DesiredVpc,
+    a: &ServiceGatewayAttachment,
+) -> Result<(), GatewayError> {
+    let (vpc_side, gw_side) =
+        svcgw_transit_addrs(a.transit).ok_or_else(|| GatewayError::Service {
+            what: format!("VPC {}: transit {} is too small", a.vpc, a.transit),
+        })?;
+    let name = svcgw_uplink_port(&a.vpc);
+    vpc.router.ports.insert(
+        name.clone(),
+        DesiredRouterPort {
+            name,
+            mac: mac_for(vpc_side),
+            networks: BTreeSet::from([format!("{vpc_side}/{}", a.transit.prefix_len())]),
+            gateway_chassis: BTreeMap::new(),
+            external_ids: names::owner_ids(OwnerKind::Vpc, &a.vpc, "svcgw-uplink"),
+        },
+    );
+    for vip in &a.client_vips {
+        vpc.router.routes.insert(DesiredRoute {
+            ip_prefix: host_route(*vip),
+            nexthop: gw_side.to_string(),
+        });
+    }
+    Ok(())
+}
