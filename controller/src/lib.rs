@@ -3,3 +3,4 @@
 //! it from the Kubernetes API or a manifest directory.
 
 pub mod compiler;
+pub mod offload;
