@@ -20,7 +20,9 @@ bash hack/install-deps.sh
 snapshot() {
   { ip netns list 2>/dev/null | awk '{print "netns " $1}'
     ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
-    pgrep -x 'ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller' 2>/dev/null | sed 's/^/pid /'
+    for pid in $(pgrep -f '^(\S*/)?(ovsdb-server|ovs-vswitchd|ovn-northd|ovn-controller|ycloud-cnid|ycloud-controller)( |$)' 2>/dev/null); do
+      echo "pid $pid $(tr '\0' ' ' </proc/$pid/cmdline 2>/dev/null | cut -c1-160)"
+    done
   } | sort
 }
 before=$(mktemp); after=$(mktemp); trap 'rm -f "$before" "$after"' EXIT
@@ -39,9 +41,11 @@ step "cargo nextest run --workspace"
 cargo nextest run --workspace --locked --no-fail-fast "${filter[@]}"
 
 step "nothing left behind (processes, namespaces, links)"
+# A daemon stopped at the very end may take a moment to go: look twice.
 sleep 1
 snapshot >"$after"
 leaked=$(comm -13 "$before" "$after" || true)
+if [ -n "$leaked" ]; then sleep 3; snapshot >"$after"; leaked=$(comm -13 "$before" "$after" || true); fi
 if [ -n "$leaked" ]; then
   echo "tests left these behind:" >&2; echo "$leaked" | sed 's/^/  /' >&2; exit 1
 fi
