@@ -64,7 +64,10 @@ fn raw_transact(path: &str, ops: &[Operation]) -> Duration {
     let mut s = UnixStream::connect(path).expect("connect raw");
     let t = Instant::now();
     s.write_all(&bytes).expect("write");
-    let mut de = serde_json::Deserializer::from_reader(&mut s).into_iter::<Json>();
+    // Buffered, as any real client reads: byte-sized reads would slow the floor down.
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, &mut s))
+            .into_iter::<Json>();
     loop {
         let msg = de.next().expect("reply").expect("json");
         if msg.get("id") == Some(&json!(1)) {
