@@ -1,3 +1,29 @@
-//! `ycloud-cni`: the per-node half of ycloud. The CNI plugin binary forwards requests to
-//! the node daemon, which plumbs pod interfaces onto `br-int`, gives the node access to
-//! ClusterIPs through its management port, and runs health probes of local backends.
+//! `ycloud-cni`: the per-node half of ycloud.
+//!
+//! Data flow: the runtime runs the plugin binary (`ycloud-cni`, [`plugin`]) with the CNI
+//! environment and network configuration ([`spec`]); the plugin forwards the request over a
+//! root-only unix socket ([`protocol`]) to the node daemon (`ycloud-cnid`, [`daemon`]),
+//! which reads the pod's addressing from the controller's annotation ([`annotation`]),
+//! plumbs the kernel side over rtnetlink on dedicated netns threads ([`netns`], [`link`])
+//! and the OVS side through `ycloud-ovsdb` ([`ovs`]), and answers with a CNI result or a
+//! CNI error ([`error`]). In smartnic mode an SR-IOV VF found through sysfs
+//! ([`smartnic`]) replaces the veth; in the dpu-host and dpu modes the host moves the VF and
+//! the DPU plugs its representor, meeting through the pod ([`dpu`]). Besides requests, the daemon keeps the node's
+//! management ports (host access to ClusterIPs) in place ([`mgmt`]).
+//!
+//! See docs/cni.md for modes, configuration, the flow of an ADD and the error codes.
+
+pub mod annotation;
+pub mod daemon;
+pub mod dpu;
+pub mod error;
+pub mod link;
+pub mod mgmt;
+pub mod netns;
+pub mod ovs;
+pub mod plugin;
+pub mod protocol;
+pub mod smartnic;
+pub mod spec;
+
+pub use error::CniError;
