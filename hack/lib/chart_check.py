@@ -406,12 +406,11 @@ def check_workloads(c, docs, values):
         daemon = [ct for ct in pod["containers"] if ct["name"] == "cnid"]
         args = daemon[0].get("args", []) if daemon else []
         for a in (f"--mode={cv['mode']}", f"--ovs-db={cv['ovsDb']}", f"--bridge={cv['bridge']}",
-                  "--node-name=$(YCLOUD_NODE_NAME)", f"--mtu={values['network']['underlayMtu'] - 58}"):
+                  "--node-name=$(YCLOUD_NODE_NAME)",
+                  f"--ovn-installed-timeout-ms={cv['ovnInstalledTimeoutSeconds'] * 1000}"):
             if a not in args:
                 c.fail(where, f"cnid args lack {a}: {args}")
         hw = values["offload"]["hwOffload"]
-        if ("--hw-offload" in args) != hw:
-            c.fail(where, f"--hw-offload in args is {'--hw-offload' in args}, values say {hw}")
         tc = [a for a in args if a.startswith("--tc-policy=")]
         if tc != ([f"--tc-policy={values['offload']['tcPolicy']}"] if hw else []):
             c.fail(where, f"--tc-policy args {tc} do not match offload.hwOffload {hw}, tcPolicy {values['offload']['tcPolicy']}")
