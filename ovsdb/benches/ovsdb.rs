@@ -348,20 +348,24 @@ async fn main() {
     }
     println!();
     println!(
-        "{:<36} {:>14} {:>12} {:>10}  baseline",
+        "{:<36} {:>26} {:>13} {:>9}  baseline",
         "case", "params", "ycloud", "ratio"
     );
     for l in &lines {
         let p = l
             .params
             .as_object()
-            .and_then(|o| o.values().next())
-            .cloned()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
         println!(
-            "{:<36} {:>14} {:>9.1} {:<3} {:>9.3}x  {} = {:.1} {}",
+            "{:<36} {:>26} {:>9.1} {:<3} {:>8.3}x  {} = {:.1} {}",
             l.name,
-            p.to_string(),
+            p,
             l.value,
             l.unit,
             l.value / l.baseline,
