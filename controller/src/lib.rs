@@ -3,4 +3,15 @@
 //! it from the Kubernetes API or a manifest directory.
 
 pub mod compiler;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ipam;
+#[cfg(feature = "kube")]
+pub mod kube_status;
 pub mod offload;
+pub mod reconcile;
+pub mod resolve;
+pub mod source;
+pub mod status;
+pub mod store;
