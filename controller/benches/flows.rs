@@ -34,6 +34,7 @@ fn vpc(subnets: usize) -> Vpc {
                         .parse()
                         .unwrap(),
                 ],
+                gateways: vec![],
             })
             .collect(),
         join: None,

@@ -337,7 +337,7 @@ impl Controller {
             .into_iter()
             .filter(|(o, p)| {
                 if p.is_empty() {
-                    results.insert(o.clone(), Programming::Done);
+                    results.insert(o.clone(), programmed(o, p));
                 }
                 !p.is_empty()
             })
@@ -350,8 +350,8 @@ impl Controller {
             .flat_map(|(_, p)| p.ops.iter().cloned())
             .collect();
         if self.transact(&all).await.is_ok() {
-            for (o, _) in &plans {
-                results.insert(o.clone(), Programming::Done);
+            for (o, p) in &plans {
+                results.insert(o.clone(), programmed(o, p));
             }
             return all.len();
         }
@@ -360,7 +360,8 @@ impl Controller {
             match self.transact(&p.ops).await {
                 Ok(()) => {
                     n += p.ops.len();
-                    results.insert(o, Programming::Done);
+                    let done = programmed(&o, &p);
+                    results.insert(o, done);
                 }
                 Err(e) => {
                     tracing::warn!(owner = %owner_label(&o), error = %e, "NB transaction failed");
@@ -512,5 +513,15 @@ impl Controller {
             "reconciled"
         );
         report
+    }
+}
+
+/// Done, unless the plan left rows alone because someone else holds their names.
+fn programmed(o: &Owner, p: &Plan) -> Programming {
+    if p.conflicts.is_empty() {
+        Programming::Done
+    } else {
+        tracing::warn!(owner = %owner_label(o), conflicts = ?p.conflicts, "NB rows taken by others");
+        Programming::Failed(p.conflicts.join("; "))
     }
 }

@@ -641,16 +641,17 @@ impl Resolver {
             let Some(v) = vpcs.get_mut(&s.spec.vpc) else {
                 continue;
             };
-            v.subnets.push(topology::Subnet {
-                name: name.clone(),
-                cidrs: s.spec.cidr_blocks.clone(),
-            });
             let gws: Vec<IpAddr> = s
                 .spec
                 .cidr_blocks
                 .iter()
                 .filter_map(|b| s.spec.gateway_for(b))
                 .collect();
+            v.subnets.push(topology::Subnet {
+                name: name.clone(),
+                cidrs: s.spec.cidr_blocks.clone(),
+                gateways: gws.clone(),
+            });
             self.ipam.set_pool(
                 name,
                 PoolSpec::with_gateways(

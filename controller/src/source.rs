@@ -3,8 +3,9 @@
 //!
 //! Changes are found by polling a fingerprint of the files' names and contents: simple,
 //! portable, and cheap for the few hundred objects a demo or test holds. A file that stops
-//! being YAML (an editor's half-written save) is read from its last good text until it is
-//! fixed, so a typo never deletes the rows of the objects in it.
+//! being YAML (an editor's half-written save), or is caught empty mid-save, is read from its
+//! last good text until it is fixed, so a typo or a save never deletes the rows of the
+//! objects in it. To delete objects, delete (or edit) their documents, not the whole text.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,7 +90,10 @@ impl DirSource {
         for (f, text) in texts {
             let mut probe = Store::default();
             let errors = probe.load_yaml(&f, &text);
-            let fatal = errors.iter().any(|e| e.what.starts_with("not YAML"));
+            // An empty file is a save caught between truncate and write far more often than
+            // a wish to delete its objects (delete the file for that): keep its last text.
+            let fatal =
+                errors.iter().any(|e| e.what.starts_with("not YAML")) || text.trim().is_empty();
             let text = if fatal {
                 match self.last_good.get(&f) {
                     Some(good) => good.clone(),
@@ -154,6 +158,24 @@ mod tests {
             loaded.errors[0]
                 .to_string()
                 .contains("a.yaml document 1: not YAML")
+        );
+    }
+
+    #[test]
+    fn a_file_caught_empty_mid_save_keeps_its_objects() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("a.yaml");
+        std::fs::write(&f, VPC).expect("write");
+        let mut src = DirSource::new(dir.path());
+        src.poll().expect("poll");
+        std::fs::write(&f, "").expect("truncate");
+        let loaded = src.poll().expect("poll").expect("changed");
+        assert!(loaded.store.vpcs.contains_key("a"), "last good text used");
+        std::fs::remove_file(&f).expect("rm");
+        let loaded = src.poll().expect("poll").expect("changed");
+        assert!(
+            loaded.store.vpcs.is_empty(),
+            "a deleted file deletes its objects"
         );
     }
 }

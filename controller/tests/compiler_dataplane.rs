@@ -103,6 +103,7 @@ async fn cluster_ip_eip_and_cross_vpc_service_carry_real_traffic() {
         subnets: vec![Subnet {
             name: "a1".into(),
             cidrs: vec!["10.0.1.0/24".parse().unwrap()],
+            gateways: vec![],
         }],
         join: None,
     };
@@ -111,6 +112,7 @@ async fn cluster_ip_eip_and_cross_vpc_service_carry_real_traffic() {
         subnets: vec![Subnet {
             name: "b1".into(),
             cidrs: vec!["10.1.1.0/24".parse().unwrap()],
+            gateways: vec![],
         }],
         join: None,
     };
@@ -341,6 +343,7 @@ async fn cluster_ip_eip_and_cross_vpc_service_carry_real_traffic() {
         subnets: vec![Subnet {
             name: "c1".into(),
             cidrs: vec!["10.2.1.0/24".parse().unwrap()],
+            gateways: vec![],
         }],
         join: None,
     };

@@ -108,10 +108,12 @@ fn tenant_a() -> Vpc {
             Subnet {
                 name: "a1".into(),
                 cidrs: vec!["10.0.1.0/24".parse().unwrap()],
+                gateways: vec![],
             },
             Subnet {
                 name: "a2".into(),
                 cidrs: vec!["10.0.2.0/24".parse().unwrap()],
+                gateways: vec![],
             },
         ],
         join: Some("100.64.0.0/24".parse().unwrap()),
@@ -467,5 +469,51 @@ async fn transit_addresses_are_stable_across_restarts_and_new_vpcs_take_free_one
     assert_eq!(
         err.to_string(),
         "EIP gateway transit network: 100.65.0.0/29 has no free address for VPC v5"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_port_with_our_name_is_reported_and_never_adopted() {
+    let nb = Nb::start().await;
+    // Someone else made a port named like one of our pods' ports, on a switch of theirs.
+    nb.nbctl(&["ls-add", "theirs"]);
+    nb.nbctl(&["lsp-add", "theirs", "shop.web-1"]);
+    nb.nbctl(&[
+        "lsp-set-addresses",
+        "shop.web-1",
+        "0a:00:00:00:99:99 192.168.9.9",
+    ]);
+    nb.settle().await;
+
+    let vpc = vpc_rows(&tenant_a(), &pods()).unwrap();
+    let mut plan = Plan::new("v");
+    plan_vpc(&nb.cache.snapshot(), "tenant-a", Some(&vpc), &mut plan);
+    assert_eq!(
+        plan.conflicts,
+        [
+            "Logical_Switch_Port shop.web-1 exists and is not ycloud's (no ycloud.io/owner key): left alone"
+        ]
+    );
+    nb.client
+        .transact(&plan.ops)
+        .await
+        .expect("the rest is programmed");
+    assert_eq!(
+        nb.nbctl(&["get", "Logical_Switch_Port", "shop.web-1", "addresses"]),
+        r#"["0a:00:00:00:99:99 192.168.9.9"]"#
+    );
+    assert_eq!(
+        nb.nbctl(&["get", "Logical_Switch_Port", "shop.web-1", "external_ids"]),
+        "{}"
+    );
+    // Our other pod's port is there.
+    assert_eq!(
+        nb.nbctl(&[
+            "get",
+            "Logical_Switch_Port",
+            "shop.web-2",
+            "external_ids:ycloud.io/pod"
+        ]),
+        "\"shop/web-2\""
     );
 }

@@ -168,6 +168,7 @@ async fn every_service_path_flow_of_ycloud_offload_mode_is_eligible_and_default_
         subnets: vec![Subnet {
             name: "a1".into(),
             cidrs: vec!["10.0.1.0/24".parse().unwrap()],
+            gateways: vec![],
         }],
         join: None,
     };
@@ -176,6 +177,7 @@ async fn every_service_path_flow_of_ycloud_offload_mode_is_eligible_and_default_
         subnets: vec![Subnet {
             name: "b1".into(),
             cidrs: vec!["10.1.1.0/24".parse().unwrap()],
+            gateways: vec![],
         }],
         join: None,
     };

@@ -173,6 +173,7 @@ struct SwitchPlan {
     name: String,
     role: &'static str,
     cidrs: Vec<IpNet>,
+    gateways: Vec<IpAddr>,
 }
 
 /// The rows of one VPC, with the ports of its pods, VNicIPs and nodes.
@@ -189,6 +190,7 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
             name: subnet_switch_name(&s.name),
             role: "subnet",
             cidrs: s.cidrs.clone(),
+            gateways: s.gateways.clone(),
         });
     }
     if let Some(join) = vpc.join {
@@ -196,6 +198,7 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
             name: join_switch_name(owner),
             role: "join",
             cidrs: vec![join],
+            gateways: vec![],
         });
     }
 
@@ -212,10 +215,18 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
         let mut networks = BTreeSet::new();
         let mut first_gw = None;
         for &cidr in &plan.cidrs {
-            let gw = gateway(cidr).ok_or_else(|| NetworkError::CidrTooSmall {
+            let first = gateway(cidr).ok_or_else(|| NetworkError::CidrTooSmall {
                 subnet: plan.name.clone(),
                 cidr,
             })?;
+            // The subnet's own gateway for this CIDR, if it names one (the API checks that
+            // it is a host of the CIDR), else the first host.
+            let gw = plan
+                .gateways
+                .iter()
+                .copied()
+                .find(|g| cidr.contains(g) && *g != cidr.network())
+                .unwrap_or(first);
             first_gw.get_or_insert(gw);
             networks.insert(format!("{gw}/{}", cidr.prefix_len()));
         }
@@ -370,10 +381,12 @@ mod tests {
                 Subnet {
                     name: "a1".into(),
                     cidrs: vec![net("10.0.1.0/24"), net("fd00:a1::/64")],
+                    gateways: vec![],
                 },
                 Subnet {
                     name: "a2".into(),
                     cidrs: vec![net("10.0.2.0/24")],
+                    gateways: vec![],
                 },
             ],
             join: Some(net("100.64.0.0/24")),
@@ -485,6 +498,23 @@ mod tests {
             vpc_rows(&vpc, &[]),
             Err(NetworkError::CidrTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn a_subnet_that_names_its_gateway_gets_it_on_the_router_port() {
+        let mut vpc = tenant_a();
+        vpc.subnets[1].gateways = vec!["10.0.2.254".parse().unwrap()];
+        let d = vpc_rows(&vpc, &[]).unwrap();
+        let p = &d.router.ports["yc-subnet-a2-rtr"];
+        assert_eq!(p.networks, BTreeSet::from(["10.0.2.254/24".to_owned()]));
+        assert_eq!(p.mac, "0a:58:0a:00:02:fe");
+        // A gateway outside the CIDR is ignored: the first host it is.
+        vpc.subnets[1].gateways = vec!["10.9.9.9".parse().unwrap()];
+        let d = vpc_rows(&vpc, &[]).unwrap();
+        assert_eq!(
+            d.router.ports["yc-subnet-a2-rtr"].networks,
+            BTreeSet::from(["10.0.2.1/24".to_owned()])
+        );
     }
 
     #[test]

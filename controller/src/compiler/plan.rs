@@ -43,6 +43,10 @@ pub struct Plan {
     prefix: String,
     next: usize,
     pub ops: Vec<Operation>,
+    /// Rows the plan wanted but found taken by someone else (a row of the same unique
+    /// name that is not ours): left alone, and reported so the owner's status can say why
+    /// it is not fully programmed.
+    pub conflicts: Vec<String>,
 }
 
 impl Plan {
@@ -52,6 +56,7 @@ impl Plan {
             prefix: prefix.into(),
             next: 0,
             ops: Vec::new(),
+            conflicts: Vec::new(),
         }
     }
 
@@ -442,6 +447,16 @@ fn plan_children(
                 .and_then(|r| uuid_of(r).map(|u| (u, r))),
             ChildKey::Columns(_) => held.get(k).map(|(u, r)| (*u, *r)),
         };
+        if let Some((_, have)) = existing
+            && ext(have, names::OWNER_KEY).as_deref() != Some(names::OWNER_VALUE)
+        {
+            // Same unique name, not ours: never adopt or rewrite it.
+            plan.conflicts.push(format!(
+                "{child_table} {k} exists and is not ycloud's (no {} key): left alone",
+                names::OWNER_KEY
+            ));
+            continue;
+        }
         match existing {
             Some((u, have)) => {
                 converge(plan, child_table, u, have, row);
@@ -542,7 +557,9 @@ fn plan_router(snap: &Snapshot, plan: &mut Plan, r: &DesiredRouter, have: Option
         .collect();
     let lrp_refs = plan_children(snap, plan, &parent, LRP, "ports", ChildKey::Name, &lrps);
     for p in r.ports.values() {
-        let rref = lrp_refs[&p.name].clone();
+        let Some(rref) = lrp_refs.get(&p.name).cloned() else {
+            continue; // a conflict, reported by plan_children
+        };
         let have = match &rref {
             RowRef::Existing(u) => snap.get(LRP, u).map(|r| &**r),
             RowRef::New(_) => None,

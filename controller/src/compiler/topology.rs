@@ -137,8 +137,10 @@ pub struct Vpc {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subnet {
     pub name: String,
-    /// One CIDR per address family, at most. The gateway is the first host of each.
+    /// One CIDR per address family, at most.
     pub cidrs: Vec<ipnet::IpNet>,
+    /// The router's address in each CIDR; a CIDR with none here gets its first host.
+    pub gateways: Vec<IpAddr>,
 }
 
 /// What owns a logical switch port.
