@@ -476,6 +476,11 @@ impl Controller {
                 tracing::warn!(pod = %key, error = %e, "pod network file not written");
             }
         }
+        for (node, doc) in &resolved.node_networks {
+            if let Err(e) = self.status.write_node_network(node, doc) {
+                tracing::warn!(node = %node, error = %e, "node management-port file not written");
+            }
+        }
         let summary = crate::status::summary(&statuses);
         let own = serde_json::json!({
             "synced": report.failed.is_empty(),

@@ -154,6 +154,10 @@ pub struct Resolved {
     pub status: BTreeMap<ObjectRef, ObjectStatus>,
     /// `namespace/name` → the pod's network annotation.
     pub pod_networks: BTreeMap<String, PodNetwork>,
+    /// Node name → its management ports, in the form the node daemon reads
+    /// (`{"managementPorts": [{vpc, logicalSwitchPort, mac, ips, gateways, serviceCidrs,
+    /// mtu}]}`, docs/cni.md).
+    pub node_networks: BTreeMap<String, serde_json::Value>,
 }
 
 /// The state kept between passes: IPAM, service addresses, last valid objects.
@@ -955,6 +959,7 @@ impl Resolver {
         // Node management ports: one per node on every VPC with a join network.
         for node in store.nodes.keys() {
             let mut mgmt = serde_json::Map::new();
+            let mut for_daemon = Vec::new();
             let mut problem = None;
             for v in vpcs.values().filter(|v| v.join.is_some()) {
                 let owner = ipam_owner("node", &format!("{}/{node}", v.name));
@@ -969,6 +974,30 @@ impl Resolver {
                             v.name.clone(),
                             serde_json::json!({"logicalSwitchPort": name, "mac": a.mac, "ips": a.ips}),
                         );
+                        // The daemon's form: addresses with their prefix, the join gateway
+                        // (the router's port: the first host) and the VPC's service CIDRs,
+                        // routed through the port.
+                        let join = v.join.expect("filtered on join");
+                        let service_cidrs: Vec<String> = store
+                            .vpcs
+                            .get(&v.name)
+                            .map(|crd| {
+                                crd.spec
+                                    .service_cidrs
+                                    .iter()
+                                    .map(|c| c.to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        for_daemon.push(serde_json::json!({
+                            "vpc": v.name,
+                            "logicalSwitchPort": name,
+                            "mac": a.mac,
+                            "ips": a.ips.iter().map(|ip| format!("{ip}/{}", join.prefix_len())).collect::<Vec<_>>(),
+                            "gateways": crate::compiler::network::gateway(join).map(|g| g.to_string()).into_iter().collect::<Vec<_>>(),
+                            "serviceCidrs": service_cidrs,
+                            "mtu": self.config.underlay_mtu.saturating_sub(GENEVE_OVERHEAD),
+                        }));
                         ports.push(Port {
                             name,
                             vpc: v.name.clone(),
@@ -983,6 +1012,10 @@ impl Resolver {
                     }
                 }
             }
+            out.node_networks.insert(
+                node.clone(),
+                serde_json::json!({ "managementPorts": for_daemon }),
+            );
             out.status.insert(
                 ObjectRef::new("Node", None, node),
                 ObjectStatus {
@@ -2050,6 +2083,23 @@ spec: {scenarios: [ClusterIP], clusterIPs: [10.96.0.100], ports: [{name: http, p
                             .ports
                             .contains_key("yc-mgmt:tenant-e:node-1")
                     );
+                    // The node daemon's file: one entry per VPC with a join network, in its form.
+                    let ports = out.node_networks["node-1"]["managementPorts"]
+                        .as_array()
+                        .expect("managementPorts");
+                    let a = ports
+                        .iter()
+                        .find(|p| p["vpc"] == "tenant-a")
+                        .expect("tenant-a entry");
+                    assert_eq!(a["logicalSwitchPort"], "yc-mgmt:tenant-a:node-1");
+                    let ip = a["ips"][0].as_str().expect("ip");
+                    assert!(ip.contains('/'), "address with prefix: {ip}");
+                    assert_eq!(a["gateways"].as_array().map(Vec::len), Some(1));
+                    assert!(
+                        !a["serviceCidrs"].as_array().expect("cidrs").is_empty(),
+                        "{a}"
+                    );
+                    assert_eq!(a["mtu"], 1442);
                 },
             ),
             (

@@ -263,6 +263,19 @@ impl StatusWriter {
         Ok(changed)
     }
 
+    /// Writes a node's management-port file for the node daemon,
+    /// `<dir>/nodes/<node>.json`. Returns whether the file changed.
+    pub fn write_node_network(
+        &mut self,
+        node: &str,
+        doc: &serde_json::Value,
+    ) -> Result<bool, StatusError> {
+        let path = self.dir.join("nodes").join(format!("{node}.json"));
+        self.seen.insert(path.clone());
+        let text = serde_json::to_string(doc).unwrap_or_default();
+        write_if_changed(&path, &text)
+    }
+
     /// Writes a file of the controller's own (e.g. `controller.yaml`), kept across passes.
     pub fn write_own(&mut self, name: &str, content: &str) -> Result<bool, StatusError> {
         let path = self.dir.join(name);
