@@ -1,8 +1,12 @@
-//! The offload checker on the service path ycloud itself programs: the compiler's rows for
-//! two VPCs, an EIP gateway and the service gateway (as in `compiler_dataplane.rs`) in a real
-//! OVN sandbox, real HTTP requests for every service scenario (in-VPC ClusterIP, outside →
-//! EIP, cross-VPC through the service gateway, hairpin), then `offload::check` on the node's
-//! datapath flows and groups:
+//! The compiler's rows carry real packets, and their flows are what offload needs.
+//!
+//! A real OVN sandbox (NB, SB, northd, OVS on the userspace datapath, ovn-controller), pods
+//! in network namespaces, and the rows the compiler plans for two VPCs, a service, an EIP
+//! gateway and the service gateway. Each scenario is real HTTP; the backends report the
+//! source address they saw: in-VPC ClusterIP (the client's own address), outside → EIP
+//! (the real client address), cross-VPC through the service gateway (the gateway's address),
+//! hairpin (the VIP), and a VPC that is not allowed gets no path. Then `offload::check` on
+//! the node's datapath flows and groups:
 //! - `DatapathMode::Default` (OVN's dp_hash bucket selection): NOT offloadable, and exactly
 //!   because of `hash` / `dp_hash`;
 //! - `DatapathMode::Offload`: every flow of new and established service connections is
@@ -124,28 +128,47 @@ fn ovs(sb: &Sandbox) -> OvsCtl {
 /// of new connections (and, within each request, established ones).
 fn traffic(sb: &Sandbox, pods: &BTreeMap<&str, Pod>, outside: &Pod) {
     sb.appctl("ovs-vswitchd", &["dpctl/del-flows"]).unwrap();
-    let both = |seen: BTreeSet<String>, what: &str| {
-        let backends: BTreeSet<&str> = seen.iter().filter_map(|s| s.split(' ').next()).collect();
-        assert_eq!(
-            backends,
-            BTreeSet::from(["web-1", "web-2"]),
-            "{what}: {seen:?}"
-        );
+    // Both backends answer, and each saw `source`.
+    let both = |seen: BTreeSet<String>, source: &str, what: &str| {
+        let want: BTreeSet<String> = ["web-1", "web-2"]
+            .iter()
+            .map(|b| format!("{b} from={source}"))
+            .collect();
+        assert_eq!(seen, want, "{what}");
     };
     both(
         eventually(&pods["client-a"], "http://10.96.0.100/", 16),
-        "in-VPC ClusterIP",
+        "10.0.1.13",
+        "in-VPC ClusterIP: the client's own address",
     );
     both(
         eventually(outside, "http://200.0.0.100/", 16),
-        "outside -> EIP",
+        "200.0.0.50",
+        "outside -> EIP: the real client address",
     );
     both(
         eventually(&pods["client-b"], "http://10.96.0.100/", 16),
-        "cross-VPC",
+        "100.66.0.2",
+        "cross-VPC: the service gateway's address",
     );
-    let seen = eventually(&pods["web-1"], "http://10.96.0.100/", 8);
-    assert!(!seen.is_empty(), "hairpin");
+    // ... and tenant-b cannot reach the backends directly: VPCs stay isolated.
+    assert!(
+        pods["client-b"]
+            .http_get("http://10.0.1.11:8080/", Duration::from_secs(2))
+            .is_err(),
+        "tenant-b reached a tenant-a pod directly"
+    );
+    // Hairpin: a backend reaching its own service sees the VIP as the source.
+    let seen = eventually(&pods["web-1"], "http://10.96.0.100/", 12);
+    assert!(
+        seen.iter()
+            .all(|s| s.ends_with("from=10.96.0.100") || s.ends_with("from=10.0.1.11")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains("web-1 from=10.96.0.100"),
+        "hairpin to itself: {seen:?}"
+    );
 }
 
 fn not_eligible(r: &Report) -> BTreeSet<&str> {
@@ -157,7 +180,7 @@ fn not_eligible(r: &Report) -> BTreeSet<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_service_path_flow_of_ycloud_offload_mode_is_eligible_and_default_mode_is_not() {
+async fn every_scenario_carries_real_traffic_and_its_flows_are_offloadable_only_in_offload_mode() {
     let sb = Sandbox::up(SandboxOptions::default()).expect("sandbox up");
     let chassis = sb.chassis().to_owned();
     let (client, cache) = connect(&sb).await;
@@ -324,6 +347,29 @@ async fn every_service_path_flow_of_ycloud_offload_mode_is_eligible_and_default_
         .collect();
     sb.wait_hv_sync().expect("hv sync");
 
+    // A second plan over what is now in NB writes nothing: pod-add bound, did not change.
+    let mut again = Plan::new("x");
+    let snap = cache.snapshot();
+    plan_vpc(&snap, "tenant-a", Some(&a), &mut again);
+    plan_vpc(&snap, "tenant-b", Some(&b), &mut again);
+    plan_gateway(
+        &snap,
+        OwnerKind::EipGateway,
+        "public",
+        Some(&eipgw),
+        &mut again,
+    );
+    plan_gateway(
+        &snap,
+        OwnerKind::ServiceGateway,
+        "cluster",
+        Some(&sgw),
+        &mut again,
+    );
+    let lbs = service_lbs(&web, DatapathMode::Default).unwrap();
+    plan_service(&snap, "demo/web", &lbs, &mut again).unwrap();
+    assert!(again.is_empty(), "second plan: {:?}", again.ops);
+
     // ---- DatapathMode::Default: the checker must fail, naming hash / dp_hash only.
     traffic(&sb, &pods, &outside);
     let report = check(&ovs(&sb), Scope::ServicePath).expect("check default mode");
@@ -370,6 +416,37 @@ async fn every_service_path_flow_of_ycloud_offload_mode_is_eligible_and_default_
         "{table}"
     );
 
+    // A VPC that is not allowed has no path to the service.
+    let vpc_c = Vpc {
+        name: "tenant-c".into(),
+        subnets: vec![Subnet {
+            name: "c1".into(),
+            cidrs: vec!["10.2.1.0/24".parse().unwrap()],
+            gateways: vec![],
+        }],
+        join: None,
+    };
+    let client_c = port(
+        "tenant-c",
+        "c1",
+        "client-c",
+        "0a:00:00:00:03:0d",
+        "10.2.1.13",
+    );
+    let c = vpc_rows(&vpc_c, std::slice::from_ref(&client_c)).unwrap();
+    let mut plan = Plan::new("c");
+    plan_vpc(&cache.snapshot(), "tenant-c", Some(&c), &mut plan);
+    client.transact(&plan.ops).await.expect("tenant-c");
+    let client_c = pod(&sb, &client_c, "yc-subnet-c1", "10.2.1.1");
+    sb.wait_hv_sync().expect("hv sync");
+    assert!(
+        client_c
+            .http_get("http://10.96.0.100/", Duration::from_secs(2))
+            .is_err(),
+        "a VPC that is not allowed reached the service"
+    );
+
+    drop(client_c);
     drop(servers);
     drop(pods);
     drop(outside);
