@@ -393,9 +393,9 @@ impl Daemon {
                 .await?;
         }
 
-        Ok(CniResult {
-            cni_version: req.config.cni_version.clone(),
-            interfaces: vec![
+        Ok(pod_result(
+            req,
+            vec![
                 Interface {
                     name: host.clone(),
                     mac: link::link_mac(&host_link),
@@ -409,26 +409,9 @@ impl Daemon {
                     sandbox: Some(netns.display().to_string()),
                 },
             ],
-            ips: net
-                .ips
-                .iter()
-                .zip(&net.gateways)
-                .map(|(ip, gw)| IpConfig {
-                    address: ip.to_string(),
-                    gateway: Some(gw.to_string()),
-                    interface: Some(1),
-                })
-                .collect(),
-            routes: want
-                .routes
-                .iter()
-                .map(|r| Route {
-                    dst: r.dst.to_string(),
-                    gw: Some(r.via.to_string()),
-                })
-                .collect(),
-            dns: Dns::default(),
-        })
+            &want,
+            &net,
+        ))
     }
 
     /// Removes the OVS port and the host veth (its peer in the pod goes with it). Every part
@@ -556,4 +539,38 @@ fn bind(socket: &Path) -> Result<UnixListener, CniError> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| io("chmod 0600", e))?;
     Ok(listener)
+}
+
+/// The CNI result of an attachment: `interfaces` as given, the pod's own interface last;
+/// the pod's addresses and routes point at it.
+pub(crate) fn pod_result(
+    req: &Request,
+    interfaces: Vec<Interface>,
+    want: &PodIface,
+    net: &PodNetwork,
+) -> CniResult {
+    let pod = interfaces.len().saturating_sub(1);
+    CniResult {
+        cni_version: req.config.cni_version.clone(),
+        interfaces,
+        ips: net
+            .ips
+            .iter()
+            .zip(&net.gateways)
+            .map(|(ip, gw)| IpConfig {
+                address: ip.to_string(),
+                gateway: Some(gw.to_string()),
+                interface: Some(pod),
+            })
+            .collect(),
+        routes: want
+            .routes
+            .iter()
+            .map(|r| Route {
+                dst: r.dst.to_string(),
+                gw: Some(r.via.to_string()),
+            })
+            .collect(),
+        dns: Dns::default(),
+    }
 }

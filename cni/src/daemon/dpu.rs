@@ -14,6 +14,7 @@ use rtnetlink::LinkUnspec;
 use ycloud_ovsdb::value::Row;
 
 use super::Daemon;
+use super::pod_result;
 use crate::annotation::format_mac;
 use crate::dpu::{Exchange, KEY_DPU_SANDBOX, VfRequest, VfStatus};
 use crate::error::{CniError, code};
@@ -22,7 +23,7 @@ use crate::netns::with_netlink;
 use crate::ovs;
 use crate::protocol::Request;
 use crate::smartnic::{KEY_VF_INDEX, Sysfs, codes};
-use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::spec::{CniResult, Interface};
 
 /// ycloud: the DPU side did not plug the representor in time (or said why not).
 pub const DPU_NOT_READY: u32 = 114;
@@ -160,34 +161,17 @@ impl Daemon {
                 }
             }
         }
-        Ok(CniResult {
-            cni_version: req.config.cni_version.clone(),
-            interfaces: vec![Interface {
+        Ok(pod_result(
+            req,
+            vec![Interface {
                 name: ifname,
                 mac: Some(format_mac(&want.mac)),
                 mtu: Some(net.mtu),
                 sandbox: Some(netns.display().to_string()),
             }],
-            ips: net
-                .ips
-                .iter()
-                .zip(&net.gateways)
-                .map(|(ip, gw)| IpConfig {
-                    address: ip.to_string(),
-                    gateway: Some(gw.to_string()),
-                    interface: Some(0),
-                })
-                .collect(),
-            routes: want
-                .routes
-                .iter()
-                .map(|r| Route {
-                    dst: r.dst.to_string(),
-                    gw: Some(r.via.to_string()),
-                })
-                .collect(),
-            dns: Dns::default(),
-        })
+            &want,
+            &net,
+        ))
     }
 
     /// Withdraws the pod's `ycloud.io/vf` (the DPU side then unplugs) and brings the VF home.

@@ -13,6 +13,7 @@ use rtnetlink::LinkUnspec;
 use ycloud_ovsdb::value::Row;
 
 use super::Daemon;
+use super::pod_result;
 use crate::annotation::format_mac;
 use crate::error::{CniError, code};
 use crate::link;
@@ -20,7 +21,7 @@ use crate::netns::with_netlink;
 use crate::ovs::{self, OwnedPort};
 use crate::protocol::Request;
 use crate::smartnic::{KEY_PF, KEY_VF_INDEX, KEY_VF_NETDEV, Sysfs, codes};
-use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::spec::{CniResult, Interface};
 
 impl Daemon {
     async fn attachment_ports(&self, req: &Request) -> Result<Vec<OwnedPort>, CniError> {
@@ -191,34 +192,17 @@ impl Daemon {
                 .wait_ovn_installed(&rep, self.cfg.ovn_installed_timeout)
                 .await?;
         }
-        Ok(CniResult {
-            cni_version: req.config.cni_version.clone(),
-            interfaces: vec![Interface {
+        Ok(pod_result(
+            req,
+            vec![Interface {
                 name: ifname,
                 mac: Some(format_mac(&want.mac)),
                 mtu: Some(net.mtu),
                 sandbox: Some(netns.display().to_string()),
             }],
-            ips: net
-                .ips
-                .iter()
-                .zip(&net.gateways)
-                .map(|(ip, gw)| IpConfig {
-                    address: ip.to_string(),
-                    gateway: Some(gw.to_string()),
-                    interface: Some(0),
-                })
-                .collect(),
-            routes: want
-                .routes
-                .iter()
-                .map(|r| Route {
-                    dst: r.dst.to_string(),
-                    gw: Some(r.via.to_string()),
-                })
-                .collect(),
-            dns: Dns::default(),
-        })
+            &want,
+            &net,
+        ))
     }
 
     /// Unplugs the representor and brings the VF home (renamed back, into the node
