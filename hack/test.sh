@@ -42,6 +42,9 @@ bash hack/gen.sh --check
 step "cargo nextest run --workspace --all-features"
 cargo nextest run --workspace --all-features --locked --no-fail-fast "${filter[@]}"
 
+step "the demo (the README's main command), real product end to end"
+bash hack/demo.sh
+
 step "nothing left behind (processes, namespaces, links)"
 # A daemon stopped at the very end may take a moment to go: look twice.
 sleep 1
