@@ -33,6 +33,35 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// Moves a VF netdev (down) into the pod's network namespace `netns` (a file under
+/// /var/run/netns or /proc/PID/ns/net).
+pub async fn move_vf_to_netns(h: &Handle, vf_name: &str, netns: &Path) -> Result<(), CniError> {
+    let l = get_link(h, vf_name)
+        .await?
+        .ok_or_else(|| CniError::new(code::NETLINK, format!("VF netdev {vf_name} vanished")))?;
+    let ns = std::fs::File::open(netns).map_err(|e| {
+        CniError::new(
+            code::NETNS,
+            format!("opening network namespace {}: {e}", netns.display()),
+        )
+    })?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(l.header.index)
+                .down()
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| {
+            CniError::new(
+                code::NETLINK,
+                format!("moving VF {vf_name} into {}: {e}", netns.display()),
+            )
+        })
+}
+
 /// The link named `name`, if any.
 pub async fn get_link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, CniError> {
     let mut s = h.link().get().match_name(name.to_string()).execute();

@@ -152,30 +152,7 @@ impl Daemon {
             if txoff {
                 link::tx_checksum_off(&rep2)?;
             }
-            let l = link::get_link(&h, &vf_name).await?.ok_or_else(|| {
-                CniError::new(code::NETLINK, format!("VF netdev {vf_name} vanished"))
-            })?;
-            let ns = File::open(&pod_ns).map_err(|e| {
-                CniError::new(
-                    code::NETNS,
-                    format!("opening network namespace {}: {e}", pod_ns.display()),
-                )
-            })?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(l.header.index)
-                        .down()
-                        .setns_by_fd(ns.as_raw_fd())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| {
-                    CniError::new(
-                        code::NETLINK,
-                        format!("moving VF {vf_name} into {}: {e}", pod_ns.display()),
-                    )
-                })
+            link::move_vf_to_netns(&h, &vf_name, &pod_ns).await
         })
         .await?;
         let (vf_name, w2) = (vf.netdev.clone(), want.clone());
