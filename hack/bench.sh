@@ -2,7 +2,7 @@
 # Benchmarks against baselines measured in the same run. Each prints JSON lines
 # ({"name", "params", "value", "unit", "baseline", "ratio", ...}) and a table.
 #
-#   bash hack/bench.sh [all|ovsdb|sync|churn|flows|cni|probe|datapath] [--quick]
+#   bash hack/bench.sh [all|ovsdb|sync|churn|flows|cni|probe|probe-scale|datapath] [--quick]
 #
 # --quick runs small sizes (CI smoke use, a few minutes); without it the full sizes run
 # (up to an hour). Needs root (real OVN sandboxes) on Debian 12; installs what it needs.
@@ -20,10 +20,11 @@ declare -A BENCH=(
   [cni]="ycloud-cni cni"
   [sync]="ycloud-controller sync"
   [churn]="ycloud-controller churn"
-  [probe]="ycloud-cni probe"
+  [probe]="ycloud-controller probe"
+  [probe-scale]="ycloud-probe scale"
   [datapath]="ycloud-tests datapath"
 )
-order=(ovsdb sync churn flows cni probe datapath)
+order=(ovsdb sync churn flows cni probe probe-scale datapath)
 
 run_one() {
   local name=$1 spec crate target
@@ -42,7 +43,12 @@ run_one() {
 [ "$(id -u)" = 0 ] || { echo "hack/bench.sh: run as root (benchmarks start OVN sandboxes)" >&2; exit 1; }
 bash hack/install-deps.sh >/dev/null
 if [ "$what" = all ]; then
-  for n in "${order[@]}"; do run_one "$n"; done
+  # One broken benchmark must not hide the others' figures: run them all, fail at the end.
+  failed=()
+  for n in "${order[@]}"; do
+    run_one "$n" || { failed+=("$n"); echo "{\"name\":\"$n\",\"status\":\"failed\"}"; }
+  done
+  [ ${#failed[@]} -eq 0 ] || { echo "hack/bench.sh: failed: ${failed[*]}" >&2; exit 1; }
 else
   run_one "$what"
 fi

@@ -138,7 +138,8 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 grep -qs 'synced: true' "$STATUS/controller.yaml" || { tail -n 20 "$WORK/log/controller.log" >&2; cat "$STATUS/controller.yaml" >&2; die "the controller did not sync in 30 s"; }
-sed 's/^/    /' "$STATUS/controller.yaml"
+# what the operator sees: the controller's state and every service (docs/ycloudctl.md)
+"$BIN/ycloudctl" status --dir "$MAN" | sed 's/^/    /'
 
 ts "ycloud-cnid in the node netns $NODE (status dir: the controller's)"
 SOCK=$WORK/run/cni.sock
@@ -317,22 +318,24 @@ else
   SKIP_REASON=$why
 fi
 
-# 5. a backend removed: delete web-3's pod manifest (no NetworkProbe yet: removal is by the
-# manifest), wait until its address leaves the load balancers (the detection window), stop its
-# server, then every request must succeed on web-1 and web-2.
+# 5. a backend killed: web-3's HTTP server dies (its pod stays). Its NetworkProbe (HTTP every
+# 500 ms, out after 2 failures) goes unhealthy, the controller takes it out of the VIPs; after
+# that detection window every request must succeed on web-1 and web-2.
 W3=${POD_IP[web-3]}
-rm -f "$MAN/23-pod-web-3.yaml"
+stop_pid "${SERVER_PID[web-3]}"; unset 'SERVER_PID[web-3]'
 D0=$(now)
+# Only web's own load balancers: the affinity service (scenario 6) selects the same pods
+# without a health check, so web-3 rightly stays in its VIPs.
 for _ in $(seq 1 300); do
-  nb --bare --columns=vips list Load_Balancer | grep -q "$W3:" || break
+  nb --format=csv --data=bare --no-headings --columns=name,vips list Load_Balancer \
+    | grep '^ysvc:shop/web:' | grep -q "$W3:" || break
   sleep 0.1
 done
 nb --wait=hv sync
 DET=$(printf '%.1f' "$(echo "$(now) - $D0" | bc)")
-stop_pid "${SERVER_PID[web-3]}"; unset 'SERVER_PID[web-3]'
 probe "${POD_NETNS[client-a]}" $VIP "$N"
 b=$(backends)
-row "5. backend removed (pod manifest deleted; window ${DET}s)" "$N" $OK "$b" \
+row "5. backend killed (NetworkProbe; window ${DET}s)" "$N" $OK "$b" \
   "$(verdict test $OK = "$N" -a "$b" = web-1,web-2)"
 
 echo

@@ -108,11 +108,34 @@ pub fn format_mac(b: &[u8]) -> String {
 }
 
 /// Where the daemon learns a pod's addressing. Cluster mode watches the API server's pods
-/// on this node; manifest mode reads the controller's status directory. A lookup must be
-/// cheap: the daemon polls it until the annotation appears or its timeout passes.
+/// on this node (`crate::kube`); manifest mode reads the controller's status directory. A
+/// lookup must be cheap (a cache or a small file): ADD repeats it until the annotation
+/// appears or its timeout passes.
 pub trait AnnotationSource: Send + Sync + 'static {
-    /// `Ok(None)` while the pod or its annotation does not exist yet.
+    /// `Ok(None)` while the pod or its annotation does not exist yet. Code 11 (try again
+    /// later) while the source cannot tell yet (cluster mode before the first list).
     fn lookup(&self, namespace: &str, name: &str) -> Result<Option<PodNetwork>, CniError>;
+
+    /// A receiver marked changed whenever a lookup may answer differently (a watch event),
+    /// so a waiting ADD wakes on the event instead of polling. `None`: the source cannot
+    /// say (files), and the waiter polls.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// Parses and validates a `ycloud.io/network` value; `whence` names where it came from in
+/// the error (a file path, or the pod and annotation key).
+pub fn parse_network(text: &[u8], whence: &str) -> Result<PodNetwork, CniError> {
+    let net: PodNetwork = serde_json::from_slice(text).map_err(|e| {
+        CniError::new(
+            code::ANNOTATION,
+            format!("{whence}: not a ycloud.io/network object: {e}"),
+        )
+    })?;
+    net.validate()
+        .map_err(|e| CniError::new(e.code, format!("{whence}: {}", e.msg)))?;
+    Ok(net)
 }
 
 /// Manifest mode: `<status-dir>/pods/<namespace>/<name>.json` holds the annotation's JSON
@@ -131,7 +154,7 @@ impl StatusDirSource {
     }
 }
 
-fn valid_k8s_name(s: &str) -> bool {
+pub(crate) fn valid_k8s_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.chars()
@@ -161,14 +184,6 @@ impl AnnotationSource for StatusDirSource {
                 ));
             }
         };
-        let net: PodNetwork = serde_json::from_slice(&text).map_err(|e| {
-            CniError::new(
-                code::ANNOTATION,
-                format!("{}: not a ycloud.io/network object: {e}", path.display()),
-            )
-        })?;
-        net.validate()
-            .map_err(|e| CniError::new(e.code, format!("{}: {}", path.display(), e.msg)))?;
-        Ok(Some(net))
+        parse_network(&text, &path.display().to_string()).map(Some)
     }
 }

@@ -19,8 +19,10 @@ use tokio::net::{UnixListener, UnixStream};
 use ycloud_ovsdb::value::Row;
 
 use crate::annotation::{AnnotationSource, PodNetwork, format_mac, parse_mac};
+use crate::dpu::Exchange;
 use crate::error::{CniError, code};
 use crate::link::{self, PodIface};
+use crate::mgmt::NodeSource;
 use crate::netns::with_netlink;
 use crate::ovs::{self, Ovs};
 use crate::protocol::{MAX_MESSAGE, Request, Response};
@@ -46,8 +48,8 @@ pub struct DaemonConfig {
     pub ovs_db: String,
     pub bridge: String,
     pub node_name: String,
-    /// Where the node status file (`nodes/<node>.json`, management ports) is; `None`: no
-    /// management ports.
+    /// Manifest mode: the controller's status directory; `None` in cluster mode. (Where
+    /// pods, management ports and the dpu exchange come from is in [`Sources`].)
     pub node_status_dir: Option<PathBuf>,
     /// How often the management ports are checked and repaired; zero: never.
     pub mgmt_interval: Duration,
@@ -55,6 +57,8 @@ pub struct DaemonConfig {
     pub annotation_timeout: Duration,
     /// How long ADD waits for `ovn-installed`; zero: don't wait.
     pub ovn_installed_timeout: Duration,
+    /// How often the pods' ports and host veths are checked and put back; zero: never.
+    pub port_check_interval: Duration,
     pub mode: Mode,
     /// Turn TX checksum offload off on both veth ends (needed with the userspace datapath).
     pub tx_checksum_off: bool,
@@ -88,15 +92,42 @@ fn attachment_hash(container_id: &str, ifname: &str) -> String {
     format!("{h:016x}")[..13].to_string()
 }
 
+/// Where the daemon learns what the controller decided, per mode: files in the status
+/// directory (manifest mode) or watches on the API server (cluster mode, `crate::kube`).
+pub struct Sources {
+    /// The pods' `ycloud.io/network`.
+    pub pods: Arc<dyn AnnotationSource>,
+    /// This node's management ports; `None`: not managed.
+    pub node: Option<Arc<dyn NodeSource>>,
+    /// dpu-host and dpu modes: where `ycloud.io/vf` and `ycloud.io/vf-status` meet.
+    pub exchange: Option<Exchange>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("node", &self.node.is_some())
+            .field("exchange", &self.exchange)
+            .finish()
+    }
+}
+
 pub struct Daemon {
     cfg: DaemonConfig,
     ovs: Ovs,
     source: Arc<dyn AnnotationSource>,
+    node_source: Option<Arc<dyn NodeSource>>,
+    exchange: Option<Exchange>,
+    /// The veth attachments this daemon made (or found on the bridge at start), for the
+    /// port keeper: what to put back when someone removes the port or the host veth.
+    attachments: Mutex<BTreeMap<String, keeper::Attachment>>,
     /// One operation at a time per attachment; different pods run in parallel.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// smartnic mode: VF choice and claim (the OVS port) happen under this lock, so two
     /// ADDs never pick the same VF.
     vf_lock: tokio::sync::Mutex<()>,
+    /// Pod → netns index for the probe runner (`crate::probes`), fed by successful ADD/DEL.
+    pod_netns: std::sync::OnceLock<Arc<crate::probes::PodNetnsStore>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -106,10 +137,7 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    pub async fn new(
-        cfg: DaemonConfig,
-        source: Arc<dyn AnnotationSource>,
-    ) -> Result<Arc<Daemon>, CniError> {
+    pub async fn new(cfg: DaemonConfig, sources: Sources) -> Result<Arc<Daemon>, CniError> {
         let ovs = Ovs::connect(&cfg.ovs_db, &cfg.bridge).await?;
         // The OVS that holds representors offloads to the NIC: a smartnic host, or the DPU.
         if matches!(cfg.mode, Mode::Smartnic | Mode::Dpu) {
@@ -119,12 +147,21 @@ impl Daemon {
             }
             ovs.set_other_config(&other).await?;
         }
+        let attachments = if cfg.mode == Mode::Veth {
+            keeper::attachments_on_bridge(&ovs).await?
+        } else {
+            BTreeMap::new()
+        };
         Ok(Arc::new(Daemon {
             cfg,
             ovs,
-            source,
+            source: sources.pods,
+            node_source: sources.node,
+            exchange: sources.exchange,
+            attachments: Mutex::new(attachments),
             locks: Mutex::new(HashMap::new()),
             vf_lock: tokio::sync::Mutex::new(()),
+            pod_netns: std::sync::OnceLock::new(),
         }))
     }
 
@@ -132,13 +169,13 @@ impl Daemon {
     /// until the task is dropped; fails only if the socket cannot be bound.
     pub async fn serve(self: Arc<Self>) -> Result<(), CniError> {
         let listener = bind(&self.cfg.socket)?;
-        if let (Some(dir), false, false) = (
-            self.cfg.node_status_dir.clone(),
-            self.cfg.mgmt_interval.is_zero(),
-            self.cfg.node_name.is_empty(),
-        ) {
+        if let (Some(node), false) = (self.node_source.clone(), self.cfg.mgmt_interval.is_zero()) {
             let me = self.clone();
-            tokio::spawn(async move { me.mgmt_loop(dir).await });
+            tokio::spawn(async move { me.mgmt_loop(node).await });
+        }
+        if self.cfg.mode == Mode::Veth && !self.cfg.port_check_interval.is_zero() {
+            let me = self.clone();
+            tokio::spawn(async move { me.keeper_loop().await });
         }
         if self.cfg.mode == Mode::Dpu {
             let me = self.clone();
@@ -161,24 +198,32 @@ impl Daemon {
         }
     }
 
-    /// Keeps the management ports in place: one pass at start, then every `mgmt_interval`.
-    async fn mgmt_loop(self: Arc<Self>, dir: PathBuf) {
+    /// Keeps the management ports in place: one pass at start, then every `mgmt_interval`
+    /// or as soon as the source reports a change (cluster mode: the Node's annotation).
+    async fn mgmt_loop(self: Arc<Self>, node: Arc<dyn NodeSource>) {
+        let mut changes = node.changes();
         loop {
-            match crate::mgmt::reconcile(
-                &self.ovs,
-                &dir,
-                &self.cfg.node_name,
-                self.cfg.tx_checksum_off,
-            )
-            .await
-            {
+            let want = match node.node_network() {
+                Ok(Some(w)) => Ok(w),
+                // Not known yet (no first list): no pass, rather than removing every port.
+                Ok(None) => {
+                    wait_change(&mut changes, self.cfg.mgmt_interval).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            let pass = match want {
+                Ok(w) => crate::mgmt::reconcile(&self.ovs, &w, self.cfg.tx_checksum_off).await,
+                Err(e) => Err(e),
+            };
+            match pass {
                 Ok(r) if r.is_empty() => {}
                 Ok(r) => {
                     tracing::info!(plugged = ?r.ports_plugged, removed = ?r.ports_removed, kernel = ?r.kernel, "management ports repaired")
                 }
                 Err(e) => tracing::warn!(error = %e, "management ports: pass failed; retrying"),
             }
-            tokio::time::sleep(self.cfg.mgmt_interval).await;
+            wait_change(&mut changes, self.cfg.mgmt_interval).await;
         }
     }
 
@@ -208,7 +253,9 @@ impl Daemon {
                     let started = Instant::now();
                     let cmd = req.env.command;
                     let cid = req.env.container_id().to_string();
+                    let netns_event = crate::probes::NetnsEvent::of(&req);
                     let r = self.handle(req).await;
+                    self.note_netns(&r, netns_event);
                     match &r {
                         Ok(_) => {
                             tracing::info!(command = cmd.as_str(), container = %cid, ms = started.elapsed().as_millis() as u64, "done")
@@ -230,6 +277,21 @@ impl Daemon {
         // The plugin may have gone (timeout): nothing to do about a failed write.
         let _ = stream.write_all(&body).await;
         let _ = stream.shutdown().await;
+    }
+
+    /// Keeps `store` up to date with every successful ADD and DEL from now on (the probe
+    /// runner probes pods inside the namespaces it records). Set once; later calls are ignored.
+    pub fn set_pod_netns_store(&self, store: Arc<crate::probes::PodNetnsStore>) {
+        let _ = self.pod_netns.set(store);
+    }
+
+    fn note_netns(&self, r: &Result<Json, CniError>, event: Option<crate::probes::NetnsEvent>) {
+        if let (Ok(_), Some(event), Some(store)) = (r, event, self.pod_netns.get())
+            && let Err(e) = store.apply(event)
+        {
+            // The attachment itself is fine; only probing this pod is affected.
+            tracing::warn!(error = %e, "recording the pod's network namespace for probes");
+        }
     }
 
     fn lock_for(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
@@ -310,20 +372,46 @@ impl Daemon {
         Ok((get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?))
     }
 
+    /// Waits for the pod's `ycloud.io/network`. With a source that reports changes (cluster
+    /// mode) the wait wakes on the watch event that brings it; files are polled (20 ms).
     async fn wait_annotation(&self, ns: &str, name: &str) -> Result<PodNetwork, CniError> {
         let deadline = Instant::now() + self.cfg.annotation_timeout;
+        // Subscribed before the first lookup: an event between the two is not lost.
+        let mut changes = self.source.changes();
+        let mut not_synced = None;
         loop {
-            if let Some(net) = self.source.lookup(ns, name)? {
-                return Ok(net);
+            match self.source.lookup(ns, name) {
+                Ok(Some(net)) => return Ok(net),
+                Ok(None) => {}
+                // The cache has not listed yet: as good as "not there yet".
+                Err(e) if e.code == code::TRY_AGAIN_LATER => not_synced = Some(e),
+                Err(e) => return Err(e),
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                let why = match not_synced {
+                    Some(e) => e.msg,
+                    None => "the controller has not allocated the pod's address yet (or the pod is not on a ycloud network)".into(),
+                };
                 return Err(CniError::new(
                     code::ANNOTATION,
-                    format!("pod {ns}/{name} has no ycloud.io/network annotation after {} ms", self.cfg.annotation_timeout.as_millis()),
+                    format!(
+                        "pod {ns}/{name} has no ycloud.io/network annotation after {} ms",
+                        self.cfg.annotation_timeout.as_millis()
+                    ),
                 )
-                .with_details("the controller has not allocated the pod's address yet (or the pod is not on a ycloud network)"));
+                .with_details(why));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let left = deadline - now;
+            match &mut changes {
+                Some(rx) => {
+                    // A closed channel (the watch task ended) degrades to polling.
+                    if let Ok(Err(_)) = tokio::time::timeout(left, rx.changed()).await {
+                        changes = None;
+                    }
+                }
+                None => tokio::time::sleep(left.min(Duration::from_millis(20))).await,
+            }
         }
     }
 
@@ -344,52 +432,20 @@ impl Daemon {
         let cid = req.env.container_id().to_string();
         let ifname = req.env.ifname().to_string();
         let netns = PathBuf::from(req.env.netns.clone().unwrap_or_default());
-        let host = host_ifname(&cid, &ifname);
-        let tmp = temp_ifname(&cid, &ifname);
+        let a = keeper::Attachment {
+            host: host_ifname(&cid, &ifname),
+            netns: netns.clone(),
+            namespace: ns,
+            name,
+            container_id: cid,
+            ifname: ifname.clone(),
+        };
         let want = Self::pod_iface(&ifname, &net)?;
-        let txoff = self.cfg.tx_checksum_off;
-
-        // A port left by an earlier attempt goes first (see `del_port_synced` for why).
-        self.ovs
-            .del_port_synced(&host, Duration::from_secs(10))
-            .await?;
-        let (h2, t2, n2, mtu) = (host.clone(), tmp.clone(), netns.clone(), net.mtu);
-        let host_link = with_netlink(None, move |h| async move {
-            let l = link::create_veth(&h, &h2, &t2, mtu, &n2).await?;
-            if txoff {
-                link::tx_checksum_off(&h2)?;
-            }
-            Ok(l)
-        })
-        .await?;
-        let ids = BTreeMap::from([
-            (
-                ovs::KEY_IFACE_ID.to_string(),
-                net.logical_switch_port.clone(),
-            ),
-            (ovs::KEY_ATTACHED_MAC.to_string(), net.mac.clone()),
-            (ovs::KEY_POD_NAMESPACE.to_string(), ns.clone()),
-            (ovs::KEY_POD_NAME.to_string(), name.clone()),
-            (ovs::KEY_CONTAINER.to_string(), cid.clone()),
-            (ovs::KEY_IFNAME.to_string(), ifname.clone()),
-        ]);
-        // The pod end and the OVS port are independent once the pair exists: do both at
-        // once (the OVSDB commit is off the critical path). ovn-installed is only awaited
-        // after both, so the first packet still finds the pod configured.
-        let (t3, w3) = (tmp.clone(), want.clone());
-        tokio::try_join!(
-            with_netlink(Some(netns.clone()), move |h| async move {
-                link::configure_pod_end(&h, &t3, &w3).await?;
-                if txoff {
-                    link::tx_checksum_off(&w3.ifname)?;
-                }
-                Ok(())
-            }),
-            self.ovs.add_port(&host, &ids, Row::new()),
-        )?;
+        let host_link = self.plumb(&a, &net, &want).await?;
+        self.remember(a.clone());
         if !self.cfg.ovn_installed_timeout.is_zero() {
             self.ovs
-                .wait_ovn_installed(&host, self.cfg.ovn_installed_timeout)
+                .wait_ovn_installed(&a.host, self.cfg.ovn_installed_timeout)
                 .await?;
         }
 
@@ -397,7 +453,7 @@ impl Daemon {
             req,
             vec![
                 Interface {
-                    name: host.clone(),
+                    name: a.host.clone(),
                     mac: link::link_mac(&host_link),
                     mtu: Some(net.mtu),
                     sandbox: None,
@@ -414,11 +470,55 @@ impl Daemon {
         ))
     }
 
+    /// The veth pair, the pod end and the OVS port of attachment `a`, from nothing: what ADD
+    /// does before waiting for `ovn-installed`, and what the port keeper redoes when the
+    /// pair is gone. Whatever an earlier attempt left under the same names goes first.
+    async fn plumb(
+        &self,
+        a: &keeper::Attachment,
+        net: &PodNetwork,
+        want: &PodIface,
+    ) -> Result<rtnetlink::packet_route::link::LinkMessage, CniError> {
+        let (host, netns) = (a.host.clone(), a.netns.clone());
+        let tmp = temp_ifname(&a.container_id, &a.ifname);
+        let txoff = self.cfg.tx_checksum_off;
+
+        // A port left by an earlier attempt goes first (see `del_port_synced` for why).
+        self.ovs
+            .del_port_synced(&host, Duration::from_secs(10))
+            .await?;
+        let (h2, t2, n2, mtu) = (host.clone(), tmp.clone(), netns.clone(), net.mtu);
+        let host_link = with_netlink(None, move |h| async move {
+            let l = link::create_veth(&h, &h2, &t2, mtu, &n2).await?;
+            if txoff {
+                link::tx_checksum_off(&h2)?;
+            }
+            Ok(l)
+        })
+        .await?;
+        // The pod end and the OVS port are independent once the pair exists: do both at
+        // once (the OVSDB commit is off the critical path). ovn-installed is only awaited
+        // after both, so the first packet still finds the pod configured.
+        let (t3, w3, ids) = (tmp.clone(), want.clone(), a.external_ids(net));
+        tokio::try_join!(
+            with_netlink(Some(netns.clone()), move |h| async move {
+                link::configure_pod_end(&h, &t3, &w3).await?;
+                if txoff {
+                    link::tx_checksum_off(&w3.ifname)?;
+                }
+                Ok(())
+            }),
+            self.ovs.add_port(&host, &ids, Row::new()),
+        )?;
+        Ok(host_link)
+    }
+
     /// Removes the OVS port and the host veth (its peer in the pod goes with it). Every part
     /// may already be gone: DEL after DEL, DEL without ADD, DEL after the netns was deleted.
     async fn del(&self, req: &Request) -> Result<(), CniError> {
         let host = host_ifname(req.env.container_id(), req.env.ifname());
         let tmp = temp_ifname(req.env.container_id(), req.env.ifname());
+        self.forget(&host);
         self.ovs.del_port(&host).await?;
         with_netlink(None, move |h| async move {
             link::delete_link(&h, &host).await?;
@@ -497,6 +597,7 @@ impl Daemon {
             let lock = self.lock_for(format!("{}/{}", p.container_id, p.ifname));
             let _held = lock.lock().await;
             tracing::info!(port = %p.name, container = %p.container_id, "GC: removing stale attachment");
+            self.forget(&p.name);
             self.ovs.del_port(&p.name).await?;
             // A representor belongs to the NIC: unplugged, never deleted. Its VF comes back
             // to the node when the pod's namespace goes.
@@ -514,7 +615,24 @@ impl Daemon {
 }
 
 mod dpu;
+mod keeper;
 mod smartnic;
+
+/// Waits until `changes` reports a change or `period` passes; without a channel (or once it
+/// closed) just `period`.
+pub(crate) async fn wait_change(
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+    period: Duration,
+) {
+    match changes {
+        Some(rx) => {
+            if let Ok(Err(_)) = tokio::time::timeout(period, rx.changed()).await {
+                *changes = None;
+            }
+        }
+        None => tokio::time::sleep(period).await,
+    }
+}
 
 fn bind(socket: &Path) -> Result<UnixListener, CniError> {
     let io = |what: &str, e: std::io::Error| {

@@ -2,7 +2,8 @@
 //! the two daemons meet through the pod (`ycloud.io/vf` from the host side,
 //! `ycloud.io/vf-status` from the DPU side, as ovn-kubernetes does with its DPU connection
 //! details). In manifest mode the annotations are files next to the pod's network file:
-//! `<status-dir>/pods/<ns>/<name>.vf.json` and `….vf-status.json`, written with a rename.
+//! `<status-dir>/pods/<ns>/<name>.vf.json` and `….vf-status.json`, written with a rename; in
+//! cluster mode they are the pod's annotations, written by merge patch (`crate::kube`).
 
 use std::path::{Path, PathBuf};
 
@@ -43,13 +44,93 @@ impl VfStatus {
     }
 }
 
-/// The manifest-mode exchange: files in the status directory.
+/// Where the two sides meet: files (manifest mode) or the pod's annotations (cluster mode).
 #[derive(Debug, Clone)]
-pub struct Exchange {
-    pub dir: PathBuf,
+pub enum Exchange {
+    Files(FileExchange),
+    #[cfg(feature = "kube")]
+    Kube(crate::kube::KubeExchange),
 }
 
 impl Exchange {
+    /// Writes the host's claim `ycloud.io/vf` on the pod.
+    pub async fn put_request(&self, ns: &str, name: &str, r: &VfRequest) -> Result<(), CniError> {
+        match self {
+            Exchange::Files(f) => f.put_request(ns, name, r),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => k.put(ns, name, crate::kube::VF_ANNOTATION, Some(r)).await,
+        }
+    }
+
+    /// Withdraws `ycloud.io/vf`; a pod that is gone has none.
+    pub async fn remove_request(&self, ns: &str, name: &str) -> Result<(), CniError> {
+        match self {
+            Exchange::Files(f) => f.remove_request(ns, name),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => {
+                k.put::<VfRequest>(ns, name, crate::kube::VF_ANNOTATION, None)
+                    .await
+            }
+        }
+    }
+
+    /// The DPU side's `ycloud.io/vf-status`, if any.
+    pub fn status(&self, ns: &str, name: &str) -> Result<Option<VfStatus>, CniError> {
+        match self {
+            Exchange::Files(f) => f.status(ns, name),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => k.get(ns, name, crate::kube::VF_STATUS_ANNOTATION),
+        }
+    }
+
+    pub async fn put_status(&self, ns: &str, name: &str, s: &VfStatus) -> Result<(), CniError> {
+        match self {
+            Exchange::Files(f) => f.put_status(ns, name, s),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => {
+                k.put(ns, name, crate::kube::VF_STATUS_ANNOTATION, Some(s))
+                    .await
+            }
+        }
+    }
+
+    pub async fn remove_status(&self, ns: &str, name: &str) -> Result<(), CniError> {
+        match self {
+            Exchange::Files(f) => f.remove_status(ns, name),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => {
+                k.put::<VfStatus>(ns, name, crate::kube::VF_STATUS_ANNOTATION, None)
+                    .await
+            }
+        }
+    }
+
+    /// Every `ycloud.io/vf` on this node: `(namespace, name, request)`, sorted.
+    pub fn requests(&self) -> Result<Vec<(String, String, VfRequest)>, CniError> {
+        match self {
+            Exchange::Files(f) => f.requests(),
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => Ok(k.all(crate::kube::VF_ANNOTATION)),
+        }
+    }
+
+    /// Marked changed when the exchange may read differently (cluster mode: a watch event).
+    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Exchange::Files(_) => None,
+            #[cfg(feature = "kube")]
+            Exchange::Kube(k) => Some(k.changes()),
+        }
+    }
+}
+
+/// The manifest-mode exchange: files in the status directory.
+#[derive(Debug, Clone)]
+pub struct FileExchange {
+    pub dir: PathBuf,
+}
+
+impl FileExchange {
     fn path(&self, ns: &str, name: &str, suffix: &str) -> PathBuf {
         self.dir
             .join("pods")
@@ -147,7 +228,7 @@ mod tests {
     #[test]
     fn requests_round_trip_through_the_status_dir_and_statuses_answer_only_their_request() {
         let d = tempfile::tempdir().expect("tmp");
-        let ex = Exchange {
+        let ex = FileExchange {
             dir: d.path().into(),
         };
         assert!(ex.requests().expect("empty").is_empty());

@@ -2,7 +2,8 @@
 //!
 //! For each VPC with a join network the controller creates an LSP for this node on the
 //! VPC's join switch and records it in the node status file
-//! `<status-dir>/nodes/<node>.json` (see docs/cni.md). The daemon makes an OVS internal port
+//! `<status-dir>/nodes/<node>.json` (manifest mode) or in the Node's
+//! `ycloud.io/management-ports` annotation (cluster mode), see docs/cni.md. The daemon makes an OVS internal port
 //! on the integration bridge bound to that LSP (`iface-id`), gives the resulting device its
 //! address, and routes the VPC's service CIDRs through the join gateway. A periodic pass
 //! puts back whatever someone removed (the port, the address, a route) and removes
@@ -68,39 +69,71 @@ pub fn node_file(status_dir: &Path, node: &str) -> PathBuf {
     status_dir.join("nodes").join(format!("{node}.json"))
 }
 
+impl NodeNetwork {
+    /// Parses and checks a node network document; `whence` names where it came from (the
+    /// file, or the Node and annotation key) in the error.
+    pub fn parse(text: &[u8], whence: &str) -> Result<NodeNetwork, CniError> {
+        let n: NodeNetwork = serde_json::from_slice(text).map_err(|e| {
+            CniError::new(
+                code::ANNOTATION,
+                format!("{whence}: not a node network object: {e}"),
+            )
+        })?;
+        for p in &n.management_ports {
+            if crate::annotation::parse_mac(&p.mac).is_none()
+                || p.ips.len() != p.gateways.len()
+                || p.ips.is_empty()
+            {
+                return Err(CniError::new(
+                    code::ANNOTATION,
+                    format!(
+                        "{whence}: management port of VPC {}: needs a MAC and one gateway per address",
+                        p.vpc
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Reads the node status file; absent file: no management ports.
 pub fn read_node(status_dir: &Path, node: &str) -> Result<NodeNetwork, CniError> {
     let path = node_file(status_dir, node);
     match std::fs::read(&path) {
-        Ok(b) => {
-            let n: NodeNetwork = serde_json::from_slice(&b).map_err(|e| {
-                CniError::new(
-                    code::ANNOTATION,
-                    format!("{}: not a node network object: {e}", path.display()),
-                )
-            })?;
-            for p in &n.management_ports {
-                if crate::annotation::parse_mac(&p.mac).is_none()
-                    || p.ips.len() != p.gateways.len()
-                    || p.ips.is_empty()
-                {
-                    return Err(CniError::new(
-                        code::ANNOTATION,
-                        format!(
-                            "{}: management port of VPC {}: needs a MAC and one gateway per address",
-                            path.display(),
-                            p.vpc
-                        ),
-                    ));
-                }
-            }
-            Ok(n)
-        }
+        Ok(b) => NodeNetwork::parse(&b, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeNetwork::default()),
         Err(e) => Err(CniError::new(
             code::IO,
             format!("reading {}: {e}", path.display()),
         )),
+    }
+}
+
+/// Where the daemon learns this node's management ports: the node status file (manifest
+/// mode) or the Node's `ycloud.io/management-ports` annotation (cluster mode, `crate::kube`).
+pub trait NodeSource: Send + Sync + 'static {
+    /// `Ok(None)` while the source cannot tell yet (cluster mode before the first list): the
+    /// pass is skipped rather than taken as "no ports" (which would remove them).
+    fn node_network(&self) -> Result<Option<NodeNetwork>, CniError>;
+
+    /// Marked changed when the answer may differ, so a change is applied at once rather
+    /// than at the next periodic pass. `None`: only the periodic pass.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// Manifest mode: `<status-dir>/nodes/<node>.json`.
+#[derive(Debug, Clone)]
+pub struct NodeFileSource {
+    pub dir: PathBuf,
+    pub node: String,
+}
+
+impl NodeSource for NodeFileSource {
+    fn node_network(&self) -> Result<Option<NodeNetwork>, CniError> {
+        read_node(&self.dir, &self.node).map(Some)
     }
 }
 
@@ -119,14 +152,12 @@ impl Repairs {
     }
 }
 
-/// One pass: make the OVS ports and the kernel state match the node status file.
+/// One pass: make the OVS ports and the kernel state match `want`.
 pub async fn reconcile(
     ovs: &Ovs,
-    status_dir: &Path,
-    node: &str,
+    want: &NodeNetwork,
     tx_checksum_off: bool,
 ) -> Result<Repairs, CniError> {
-    let want = read_node(status_dir, node)?;
     let mut repairs = Repairs::default();
     for p in &want.management_ports {
         let name = mgmt_ifname(&p.vpc);

@@ -639,3 +639,227 @@ fn a_dual_stack_pod_from_the_shared_annotation_fixture_gets_both_families_and_ch
     .ok();
     assert!(ports(&node).is_empty());
 }
+
+/// A TCP echo server on `[::]:port` in `ns` (the support crate's binds IPv4 only); waits
+/// until it listens.
+fn tcp6_echo_server(
+    ns: &ycloud_testsupport::netns::Netns,
+    port: u16,
+) -> ycloud_testsupport::netns::Background {
+    const PY: &str = r#"
+import socket, socketserver, sys
+class S(socketserver.ThreadingTCPServer):
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+class H(socketserver.BaseRequestHandler):
+    def handle(s):
+        while True:
+            d = s.request.recv(65536)
+            if not d:
+                return
+            s.request.sendall(d)
+S(("::", int(sys.argv[1])), H).serve_forever()
+"#;
+    let server = ns
+        .spawn(
+            "TCP6 echo server",
+            &["python3", "-c", PY, &port.to_string()],
+        )
+        .expect("spawn server");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let filter = format!("sport = :{port}");
+    while !ns
+        .exec(&["ss", "-6Hltn", &filter])
+        .is_ok_and(|o| !o.trim().is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the IPv6 echo server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+#[test]
+fn two_dual_stack_pods_talk_tcp_over_ipv6_through_ovn() {
+    let mut node = Node::up();
+    node.start_daemon();
+    switch(&node);
+    let mut nss = Vec::new();
+    for (pod, n) in [("p1", 11u8), ("p2", 12u8)] {
+        let mac = format!("0a:00:00:00:00:{n:02x}");
+        node.lsp("ls1", pod, &mac, &format!("10.0.0.{n} fd00:10::{n}"));
+        node.annotate(
+            "default",
+            pod,
+            &json!({
+                "vpc": "v1", "subnet": "s1", "logicalSwitch": "ls1", "logicalSwitchPort": pod,
+                "mac": mac, "ips": [format!("10.0.0.{n}/24"), format!("fd00:10::{n}/64")],
+                "gateways": ["10.0.0.1", "fd00:10::1"], "routes": [], "mtu": 1400
+            }),
+        );
+        let ns = pod_netns(&node.sb, pod);
+        // The support crate turns IPv6 off in new namespaces; these pods want it.
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ])
+        .expect("ipv6 on");
+        node.cni(
+            "ADD",
+            &format!("c{n}"),
+            Some(&netns_path(&ns)),
+            "eth0",
+            Some(("default", pod)),
+            json!({}),
+        )
+        .ok();
+        nss.push(ns);
+    }
+    let _echo = tcp6_echo_server(&nss[1], 7777);
+    // IPv6 over OVN: neighbour discovery answered by the logical switch, the pods' ports'
+    // IPv6 port security, the userspace datapath with TX checksums done in software.
+    let back = nss[0]
+        .tcp_send("fd00:10::12", 7777, "hello-over-ipv6", TIMEOUT)
+        .unwrap_or_else(|e| panic!("TCP over IPv6: {e}\n{}", node.daemon_log()));
+    assert!(back.contains("hello-over-ipv6"), "echo answered {back:?}");
+    // A bigger transfer (many segments, both directions): checksums and MTU hold.
+    let big = "x".repeat(100_000);
+    let back = nss[0]
+        .tcp_send("fd00:10::12", 7777, &big, TIMEOUT)
+        .expect("100 kB over IPv6");
+    assert_eq!(back.len(), big.len());
+    for (c, ns) in [("c11", &nss[0]), ("c12", &nss[1])] {
+        node.cni("DEL", c, Some(&netns_path(ns)), "eth0", None, json!({}))
+            .ok();
+    }
+}
+
+/// p1 → p2 over TCP, retried for a while (flows come back a moment after the port).
+fn talks(node: &Node, from: &ycloud_testsupport::netns::Netns, ip: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match from.tcp_send(ip, 7777, what, Duration::from_secs(2)) {
+            Ok(b) if b.contains(what) => return,
+            r => assert!(
+                Instant::now() < deadline,
+                "TCP to {ip} {what}: {r:?}\n{}",
+                node.daemon_log()
+            ),
+        }
+    }
+}
+
+fn wait_until(what: &str, node: &Node, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            node.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_pods_deleted_ovs_port_or_host_veth_is_put_back_and_traffic_flows_again() {
+    let mut node = Node::up();
+    node.extra_args = vec!["--port-check-interval-ms=200".into()];
+    node.start_daemon();
+    switch(&node);
+    prepare_pod(&node, "p1", 11);
+    let (_, ip2) = prepare_pod(&node, "p2", 12);
+    let ns1 = pod_netns(&node.sb, "p1");
+    let ns2 = pod_netns(&node.sb, "p2");
+    for (c, ns, pod) in [("c1", &ns1, "p1"), ("c2", &ns2, "p2")] {
+        node.cni(
+            "ADD",
+            c,
+            Some(&netns_path(ns)),
+            "eth0",
+            Some(("default", pod)),
+            json!({}),
+        )
+        .ok();
+    }
+    let _echo = ns2.tcp_echo_server(7777).expect("echo server");
+    let host1 = host_ifname("c1", "eth0");
+    let bound = |node: &Node| {
+        node.sb
+            .vsctl(&["get", "Interface", &host1, "external_ids"])
+            .is_ok_and(|ids| ids.contains("iface-id=p1") && ids.contains("ovn-installed=\"true\""))
+    };
+    talks(&node, &ns1, &ip2, "before");
+
+    // Someone deletes the pod's OVS port.
+    node.sb
+        .vsctl(&["del-port", "br-int", &host1])
+        .expect("del-port");
+    wait_until("the port to come back", &node, || bound(&node));
+    talks(&node, &ns1, &ip2, "after-port-deleted");
+
+    // Someone deletes the host veth: the pod's eth0 goes with it; both come back configured.
+    node.sb
+        .tool(&[
+            "ip",
+            "netns",
+            "exec",
+            node.sb.node_netns(),
+            "ip",
+            "link",
+            "del",
+            &host1,
+        ])
+        .expect("ip link del");
+    wait_until("the pod's eth0 to come back", &node, || {
+        ns1.exec(&["ip", "-o", "addr", "show", "dev", "eth0"])
+            .is_ok_and(|o| o.contains("10.0.0.11/24"))
+    });
+    wait_until("the new veth's port to be installed", &node, || {
+        bound(&node)
+    });
+    harness::ping(&ns1, &ip2).expect("ping after the veth came back");
+    talks(&node, &ns1, &ip2, "after-veth-deleted");
+    node.cni(
+        "CHECK",
+        "c1",
+        Some(&netns_path(&ns1)),
+        "eth0",
+        Some(("default", "p1")),
+        json!({}),
+    )
+    .ok();
+    assert!(
+        node.daemon_log().contains("pod port put back"),
+        "{}",
+        node.daemon_log()
+    );
+
+    // A restarted daemon knows the pods from their ports' external_ids and keeps them too.
+    node.kill_daemon();
+    node.start_daemon();
+    node.sb
+        .vsctl(&["del-port", "br-int", &host1])
+        .expect("del-port");
+    wait_until("the port to come back after a restart", &node, || {
+        bound(&node)
+    });
+    talks(&node, &ns1, &ip2, "after-restart");
+
+    // After DEL nothing is put back.
+    node.cni(
+        "DEL",
+        "c1",
+        Some(&netns_path(&ns1)),
+        "eth0",
+        None,
+        json!({}),
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!ports(&node).contains(&host1), "{:?}", ports(&node));
+}

@@ -16,8 +16,18 @@ use crate::resolve;
 /// Why the flags can't be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--source {0:?}: expected dir:PATH (the Kubernetes source is not built yet)")]
+    #[error("--source {0:?}: expected dir:PATH or kube")]
     Source(String),
+    #[error("--source kube: this binary was built without the `kube` feature")]
+    NoKubeFeature,
+    #[error(
+        "leader election: need retry period ({retry_ms} ms) < --renew-deadline-secs ({renew}) < --lease-duration-secs ({lease})"
+    )]
+    LeaseTimes {
+        retry_ms: u64,
+        renew: u64,
+        lease: u64,
+    },
     #[error("--svcgw-chassis {0:?}: expected NAME or NAME:PRIORITY (priority 0..32767)")]
     Chassis(String),
     #[error("--nb: at least one remote (unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT) is needed")]
@@ -39,7 +49,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ycloud-controller", version)]
 pub struct Args {
-    /// Where the objects come from: `dir:PATH` reads every *.yaml in PATH and follows changes.
+    /// Where the objects come from: `dir:PATH` reads every *.yaml in PATH and follows
+    /// changes; `kube` watches the API server (in-cluster config or KUBECONFIG).
     #[arg(long, env = "YCLOUD_SOURCE")]
     pub source: String,
     /// OVN_Northbound remotes, comma-separated (every member of a RAFT cluster).
@@ -84,26 +95,133 @@ pub struct Args {
     /// Serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090). Off when unset.
     #[arg(long, env = "YCLOUD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Cluster mode: only the holder of the Lease writes (run 2 replicas). `false` for a
+    /// single replica.
+    #[arg(long, env = "YCLOUD_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the Lease. Default: $POD_NAMESPACE, else the client's namespace.
+    #[arg(long, env = "YCLOUD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "YCLOUD_LEASE_NAME", default_value = "ycloud-controller")]
+    pub lease_name: String,
+    /// This replica's name (Lease holder, events). Default: $POD_NAME, else $HOSTNAME.
+    #[arg(long, env = "YCLOUD_IDENTITY")]
+    pub identity: Option<String>,
+    /// A Lease not renewed for this long may be taken over.
+    #[arg(long, env = "YCLOUD_LEASE_DURATION_SECS", default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// The leader stops writing when it could not renew for this long (< lease duration).
+    #[arg(long, env = "YCLOUD_RENEW_DEADLINE_SECS", default_value_t = 10)]
+    pub renew_deadline_secs: u64,
+    /// How often the Lease is renewed, or its takeover tried.
+    #[arg(long, env = "YCLOUD_LEASE_RETRY_MS", default_value_t = 2000)]
+    pub lease_retry_ms: u64,
+    /// How often to look for KubeVirt's VirtualMachineInstance CRD until it is found.
+    #[arg(long, env = "YCLOUD_CRD_CHECK_SECS", default_value_t = 60)]
+    pub crd_check_secs: u64,
+}
+
+/// The default identity: `$POD_NAME`, else `$HOSTNAME`, else one from the process id.
+#[cfg(feature = "kube")]
+fn default_identity() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| format!("ycloud-controller-{}", std::process::id()))
 }
 
 impl Args {
+    /// Whether `--source kube` (cluster mode).
+    pub fn is_kube(&self) -> bool {
+        self.source == "kube"
+    }
+
+    /// Cluster mode's options: `None` in manifest mode.
+    #[cfg(feature = "kube")]
+    pub fn kube_options(&self) -> Result<Option<crate::kube::KubeOptions>, ConfigError> {
+        if !self.is_kube() {
+            return Ok(None);
+        }
+        let identity = self
+            .identity
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(default_identity);
+        let lease = if self.leader_election {
+            let (retry_ms, renew, lease) = (
+                self.lease_retry_ms,
+                self.renew_deadline_secs,
+                self.lease_duration_secs,
+            );
+            if retry_ms == 0 || retry_ms >= renew * 1000 || renew >= lease {
+                return Err(ConfigError::LeaseTimes {
+                    retry_ms,
+                    renew,
+                    lease,
+                });
+            }
+            Some(crate::kube::lease::LeaseConfig {
+                // Filled from $POD_NAMESPACE or the client's namespace when empty.
+                namespace: self
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_default(),
+                name: self.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(lease),
+                renew_deadline: Duration::from_secs(renew),
+                retry_period: Duration::from_millis(retry_ms),
+            })
+        } else {
+            None
+        };
+        Ok(Some(crate::kube::KubeOptions {
+            lease,
+            identity,
+            crd_check: Duration::from_secs(self.crd_check_secs.max(1)),
+        }))
+    }
+
     /// The reconcile loop's options.
     pub fn options(&self) -> Result<Options, ConfigError> {
-        let dir = self
-            .source
-            .strip_prefix("dir:")
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| ConfigError::Source(self.source.clone()))?;
-        let source_dir = PathBuf::from(dir);
+        let source_dir = if self.is_kube() {
+            if !cfg!(feature = "kube") {
+                return Err(ConfigError::NoKubeFeature);
+            }
+            PathBuf::new()
+        } else {
+            let dir = self
+                .source
+                .strip_prefix("dir:")
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| ConfigError::Source(self.source.clone()))?;
+            PathBuf::from(dir)
+        };
         let nb_remotes: Vec<String> = self.nb.iter().filter(|r| !r.is_empty()).cloned().collect();
         if nb_remotes.is_empty() {
             return Err(ConfigError::NoRemote);
         }
-        let tls = match &self.nb_ca_cert {
+        // The chart's ConfigMap names the TLS files YCLOUD_NB_CA/CERT/KEY (the interface
+        // agreed in docs/install.md): accepted too, the flags win.
+        let agreed = |var: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let ca_cert = self.nb_ca_cert.clone().or_else(|| agreed("YCLOUD_NB_CA"));
+        let tls = match &ca_cert {
             Some(ca) => Some(TlsConfig {
                 ca_cert: ca.clone(),
-                certificate: self.nb_certificate.clone(),
-                private_key: self.nb_private_key.clone(),
+                certificate: self
+                    .nb_certificate
+                    .clone()
+                    .or_else(|| agreed("YCLOUD_NB_CERT")),
+                private_key: self
+                    .nb_private_key
+                    .clone()
+                    .or_else(|| agreed("YCLOUD_NB_KEY")),
             }),
             None if nb_remotes.iter().any(|r| r.starts_with("ssl:")) => {
                 return Err(ConfigError::NoCaCert);
@@ -128,10 +246,14 @@ impl Args {
             chassis.insert(name.to_owned(), prio);
         }
         Ok(Options {
-            status_dir: self
-                .status_dir
-                .clone()
-                .unwrap_or_else(|| source_dir.join(".status")),
+            // Cluster mode: status goes to the API server; no directory unless asked.
+            status_dir: self.status_dir.clone().unwrap_or_else(|| {
+                if self.is_kube() {
+                    PathBuf::new()
+                } else {
+                    source_dir.join(".status")
+                }
+            }),
             source_dir,
             nb_remotes,
             nb_tls: tls,
@@ -181,8 +303,8 @@ mod tests {
 
     #[test]
     fn bad_flags_are_errors_that_name_the_flag() {
-        let e = args(&["--source", "kube", "--nb", "unix:/x"]).expect_err("kube");
-        assert!(e.to_string().starts_with("--source \"kube\""), "{e}");
+        let e = args(&["--source", "cluster", "--nb", "unix:/x"]).expect_err("cluster");
+        assert!(e.to_string().starts_with("--source \"cluster\""), "{e}");
         let e = args(&["--source", "dir:/m"]).expect_err("no nb");
         assert_eq!(e, ConfigError::NoRemote);
         let e = args(&["--source", "dir:/m", "--nb", "ssl:127.0.0.1:6641"]).expect_err("no CA");
@@ -197,5 +319,49 @@ mod tests {
         ])
         .expect_err("prio");
         assert!(e.to_string().contains("--svcgw-chassis"), "{e}");
+    }
+
+    #[cfg(feature = "kube")]
+    #[test]
+    fn the_kube_source_takes_its_lease_settings_from_flags_and_checks_their_order() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ycloud-controller", "--source", "kube", "--nb", "unix:/x"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).expect("parse")
+        };
+        let a = parse(&[
+            "--lease-namespace",
+            "ycloud",
+            "--identity",
+            "ctl-0",
+            "--lease-duration-secs",
+            "6",
+            "--renew-deadline-secs",
+            "4",
+            "--lease-retry-ms",
+            "500",
+        ]);
+        assert!(
+            a.options()
+                .expect("options")
+                .source_dir
+                .as_os_str()
+                .is_empty()
+        );
+        let k = a.kube_options().expect("ok").expect("kube mode");
+        let lease = k.lease.expect("leader election is on by default");
+        assert_eq!(lease.namespace, "ycloud");
+        assert_eq!(lease.name, "ycloud-controller");
+        assert_eq!(lease.identity, "ctl-0");
+        assert_eq!(lease.renew_deadline, Duration::from_secs(4));
+        let e = parse(&["--renew-deadline-secs", "20"])
+            .kube_options()
+            .expect_err("renew deadline past the lease duration");
+        assert!(matches!(e, ConfigError::LeaseTimes { .. }), "{e}");
+        let k = parse(&["--leader-election", "false"])
+            .kube_options()
+            .expect("ok")
+            .expect("kube");
+        assert!(k.lease.is_none());
     }
 }

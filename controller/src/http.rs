@@ -21,7 +21,8 @@ pub fn respond(path: &str, m: &Metrics) -> (&'static str, String) {
             } else {
                 (
                     "503 Service Unavailable",
-                    "not ready: NB not connected or first sync not done\n".to_owned(),
+                    "not ready: NB not connected, or caches not synced (leader: first pass not done)\n"
+                        .to_owned(),
                 )
             }
         }

@@ -7,8 +7,7 @@
 //! their `lastTransitionTime` while their state holds ([`crate::status::merge_conditions`]),
 //! so an unchanged object compares equal and costs no request (and no watch event).
 //!
-//! The watches that fill the [`crate::store::Store`] from the API server, leader election
-//! and the wiring into the reconcile loop are not built yet (docs/controller.md).
+//! The loop calls these through [`crate::kube::sink::ApiSink`] (cluster mode).
 
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -22,6 +21,10 @@ use crate::store::ObjectRef;
 pub const FIELD_MANAGER: &str = "ycloud-controller";
 /// Our finalizer: the object stays until its rows are gone from NB.
 pub const FINALIZER: &str = "ycloud.io/cleanup";
+/// The node annotation with the node's management ports, in the node daemon's form
+/// (`{"managementPorts": [...]}`, docs/cni.md): the cluster-mode twin of the status
+/// directory's `nodes/<node>.json`.
+pub const MANAGEMENT_PORTS_ANNOTATION: &str = "ycloud.io/management-ports";
 
 /// Why a Kubernetes write failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,12 @@ pub enum KubeStatusError {
         #[source]
         source: kube::Error,
     },
+    #[error("patching the management-ports annotation of node {object}")]
+    PatchNode {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("building a JSON patch")]
     JsonPatch(#[source] serde_json::Error),
 }
@@ -57,7 +66,8 @@ impl KubeStatusError {
             KubeStatusError::UnknownKind { .. } | KubeStatusError::JsonPatch(_) => "internal",
             KubeStatusError::PatchStatus { .. }
             | KubeStatusError::PatchFinalizers { .. }
-            | KubeStatusError::PatchAnnotation { .. } => "kubernetes",
+            | KubeStatusError::PatchAnnotation { .. }
+            | KubeStatusError::PatchNode { .. } => "kubernetes",
         }
     }
 }
@@ -235,6 +245,41 @@ pub async fn apply_pod_network(
         object: format!("{namespace}/{name}"),
         source,
     })?;
+    Ok(true)
+}
+
+/// Applies a node's `ycloud.io/management-ports` annotation when it differs from
+/// `current`. Returns whether a request was made.
+pub async fn apply_node_network(
+    client: &Client,
+    node: &str,
+    current: Option<&str>,
+    doc: &serde_json::Value,
+) -> Result<bool, KubeStatusError> {
+    let same = current
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .is_some_and(|c| c == *doc);
+    if same {
+        return Ok(false);
+    }
+    let value = serde_json::to_string(doc).map_err(KubeStatusError::JsonPatch)?;
+    let patch = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node, "annotations": {MANAGEMENT_PORTS_ANNOTATION: value}},
+    });
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| KubeStatusError::PatchNode {
+            object: node.to_owned(),
+            source,
+        })?;
     Ok(true)
 }
 

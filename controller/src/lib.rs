@@ -4,12 +4,17 @@
 
 pub mod compiler;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod http;
+pub mod incremental;
 pub mod ipam;
+#[cfg(feature = "kube")]
+pub mod kube;
 #[cfg(feature = "kube")]
 pub mod kube_status;
 pub mod offload;
+pub mod probes;
 pub mod reconcile;
 pub mod resolve;
 pub mod source;

@@ -8,7 +8,9 @@ use ycloud_controller::error::Error;
 use ycloud_controller::reconcile::{Controller, Metrics};
 
 fn init_logging(format: LogFormat) {
+    // RUST_LOG (full directives) wins; the chart sets YCLOUD_LOG_LEVEL (one level).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("YCLOUD_LOG_LEVEL"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -54,9 +56,13 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|source| Error::Http { addr, source })?;
             tracing::info!(%bound, "serving /healthz /readyz /metrics");
         }
-        tracing::info!(source = %opts.source_dir.display(), status = %opts.status_dir.display(), nb = ?opts.nb_remotes, "starting");
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        #[cfg(feature = "kube")]
+        if let Some(kube_opts) = args.kube_options()? {
+            return cluster::run(opts, kube_opts, metrics, shutdown).await;
+        }
+        tracing::info!(source = %opts.source_dir.display(), status = %opts.status_dir.display(), nb = ?opts.nb_remotes, "starting");
         let controller = tokio::select! {
             c = Controller::connect(opts, metrics) => c.map_err(|e| {
                 tracing::error!(category = e.category(), error = %e, "start-up failed");
@@ -67,4 +73,64 @@ fn main() -> anyhow::Result<()> {
         controller.run(shutdown).await?;
         Ok(())
     })
+}
+
+/// Cluster mode: reflectors in, the API server as the status sink, and the Lease deciding
+/// who writes.
+#[cfg(feature = "kube")]
+mod cluster {
+    use std::sync::Arc;
+
+    use ycloud_controller::kube::KubeOptions;
+    use ycloud_controller::kube::lease::Elector;
+    use ycloud_controller::kube::sink::ApiSink;
+    use ycloud_controller::kube::source::KubeSource;
+    use ycloud_controller::reconcile::{
+        Controller, Metrics, Options, Source, StatusSink, WriteGate,
+    };
+
+    pub async fn run(
+        opts: Options,
+        k: KubeOptions,
+        metrics: Arc<Metrics>,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> anyhow::Result<()> {
+        let client = kube::Client::try_default().await?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (gate, elector) = match k.lease.clone() {
+            Some(mut lease) => {
+                if lease.namespace.is_empty() {
+                    lease.namespace = client.default_namespace().to_owned();
+                }
+                tracing::info!(namespace = %lease.namespace, name = %lease.name, identity = %lease.identity, "leader election");
+                let elector = Elector::new(client.clone(), lease);
+                let leadership = elector.leadership();
+                let task = tokio::spawn(elector.run(async move {
+                    let _ = stop_rx.await;
+                }));
+                (WriteGate::new(move || leadership.is_leading()), Some(task))
+            }
+            None => (WriteGate::always(), None),
+        };
+        let source = Source::Kube(Box::new(KubeSource::start(client.clone(), k.crd_check)));
+        let sink = StatusSink::Api(Box::new(ApiSink::new(
+            client,
+            Some(k.identity.clone()),
+            gate.clone(),
+        )));
+        tracing::info!(nb = ?opts.nb_remotes, identity = %k.identity, "starting (cluster mode)");
+        let connected = tokio::select! {
+            c = Controller::connect_with(opts, metrics, source, sink, gate) => Some(c?),
+            () = &mut shutdown => None,
+        };
+        if let Some(controller) = connected {
+            controller.run(shutdown).await?;
+        }
+        // Graceful: the lease is released so the standby takes over at once.
+        let _ = stop_tx.send(());
+        if let Some(task) = elector {
+            let _ = task.await;
+        }
+        Ok(())
+    }
 }

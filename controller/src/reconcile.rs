@@ -8,6 +8,11 @@
 //! are deleted); owners whose object is invalid are not planned at all (their rows stay).
 //! The plans of a phase go in one transaction; if it fails, each owner is retried alone
 //! so one bad owner can't block the rest. The pass at start is also the repair pass.
+//!
+//! Only the source and the sink differ between the modes: [`Source::Dir`] (a manifest
+//! directory) or `Source::Kube` (reflectors, feature `kube`) fill the same [`Store`];
+//! [`StatusSink::Files`] or `StatusSink::Api` take the same statuses. A [`WriteGate`]
+//! (the Lease in cluster mode) says whether this replica may write at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,9 +29,9 @@ use crate::compiler::nb;
 use crate::compiler::plan::{Plan, plan_gateway, plan_service, plan_vpc};
 use crate::error::Error;
 use crate::resolve::{self, Owner, Resolved, Resolver, owners_in_nb};
-use crate::source::DirSource;
+use crate::source::{DirSource, Loaded};
 use crate::status::{Programming, StatusWriter};
-use crate::store::Store;
+use crate::store::{ObjectRef, Store};
 
 /// What the loop needs.
 #[derive(Debug, Clone)]
@@ -41,6 +46,97 @@ pub struct Options {
     pub poll: Duration,
     /// A full pass at least this often, changes or not.
     pub resync: Duration,
+}
+
+/// Whether this replica may write to NB and the API server now: always in manifest mode,
+/// only while it holds the Lease in cluster mode. Checked before every write, so a leader
+/// that loses its lease stops writing at once, in the middle of a pass too.
+#[derive(Clone, Default)]
+pub struct WriteGate(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl WriteGate {
+    /// Always open.
+    pub fn always() -> Self {
+        WriteGate(None)
+    }
+
+    /// Open while `f` says so.
+    pub fn new(f: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        WriteGate(Some(Arc::new(f)))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.as_ref().is_none_or(|f| f())
+    }
+}
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteGate(open: {})", self.is_open())
+    }
+}
+
+/// Where the objects come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A manifest directory, polled.
+    Dir(DirSource),
+    /// The API server's reflectors.
+    #[cfg(feature = "kube")]
+    Kube(Box<crate::kube::source::KubeSource>),
+}
+
+/// Where status goes.
+#[derive(Debug)]
+pub enum StatusSink {
+    /// Status files (manifest mode).
+    Files(StatusWriter),
+    /// The API server: status subresources, annotations, finalizers, events.
+    #[cfg(feature = "kube")]
+    Api(Box<crate::kube::sink::ApiSink>),
+}
+
+/// A problem of an object found while reading the source (it does not parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SourceProblem {
+    object: ObjectRef,
+    message: String,
+}
+
+/// The retry delay after a pass that failed transiently (NB down, an API conflict):
+/// doubling from `first` to `max`, back to `first` after a pass that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The delay before the next retry (and doubles the one after).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(16))
+    }
 }
 
 /// Counters shared with the HTTP endpoints.
@@ -59,6 +155,8 @@ pub struct Metrics {
     pub nb_rows: AtomicU64,
     pub nb_connected: AtomicBool,
     pub synced: AtomicBool,
+    /// This replica may write (always in manifest mode; the Lease holder in cluster mode).
+    pub leader: AtomicBool,
 }
 
 impl Metrics {
@@ -80,7 +178,8 @@ impl Metrics {
              # TYPE ycloud_objects gauge\nycloud_objects {}\n\
              # TYPE ycloud_nb_cache_rows gauge\nycloud_nb_cache_rows {}\n\
              # TYPE ycloud_nb_connected gauge\nycloud_nb_connected {}\n\
-             # TYPE ycloud_synced gauge\nycloud_synced {}\n",
+             # TYPE ycloud_synced gauge\nycloud_synced {}\n\
+             # TYPE ycloud_leader gauge\nycloud_leader {}\n",
             g(&self.reconciles),
             g(&self.reconcile_errors),
             g(&self.load_errors),
@@ -94,6 +193,7 @@ impl Metrics {
             g(&self.nb_rows),
             b(&self.nb_connected),
             b(&self.synced),
+            b(&self.leader),
         )
     }
 }
@@ -106,6 +206,16 @@ pub struct PassReport {
     pub failed: BTreeMap<String, String>,
     /// Objects with a problem.
     pub problems: usize,
+    /// Nothing was done: this replica may not write (not the leader).
+    pub skipped: bool,
+}
+
+impl PassReport {
+    /// Whether the pass should be retried (after a backoff): something failed that may
+    /// work next time. Invalid objects are not failures: they wait for a change.
+    pub fn needs_retry(&self) -> bool {
+        !self.failed.is_empty()
+    }
 }
 
 fn owner_label(o: &Owner) -> String {
@@ -188,19 +298,23 @@ pub fn plan_services(
     out
 }
 
-/// The controller: NB client and cache, the source, the resolver, the status writer.
+/// The controller: NB client and cache, the source, the resolver, the status sink.
 pub struct Controller {
     opts: Options,
     client: Client,
     cache: Cache,
-    source: DirSource,
+    source: Source,
     store: Store,
-    broken: BTreeSet<crate::store::ObjectRef>,
-    load_errors: Vec<crate::store::LoadError>,
+    broken: BTreeSet<ObjectRef>,
+    problems: Vec<SourceProblem>,
     resolver: Resolver,
-    status: StatusWriter,
+    sink: StatusSink,
+    gate: WriteGate,
     metrics: Arc<Metrics>,
     passes: u64,
+    backoff: Backoff,
+    /// NetworkProbe files (owned by probe-ctl; see `probe_hooks`).
+    probes: crate::probes::ProbeFiles,
 }
 
 impl std::fmt::Debug for Controller {
@@ -213,13 +327,30 @@ impl std::fmt::Debug for Controller {
 }
 
 impl Controller {
-    /// Connects to NB (retrying until it answers or `shutdown` fires) and loads the cache.
+    /// Connects to NB (retrying until it answers or `shutdown` fires) and loads the cache;
+    /// manifest mode (the directory and status files of `opts`).
     pub async fn connect(opts: Options, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        let source = Source::Dir(DirSource::new(&opts.source_dir));
+        let sink = StatusSink::Files(StatusWriter::new(&opts.status_dir));
+        Self::connect_with(opts, metrics, source, sink, WriteGate::always()).await
+    }
+
+    /// [`Controller::connect`] with any source, sink and gate (cluster mode, tests).
+    pub async fn connect_with(
+        opts: Options,
+        metrics: Arc<Metrics>,
+        source: Source,
+        sink: StatusSink,
+        gate: WriteGate,
+    ) -> Result<Self, Error> {
         let mut config = ClientConfig::new(opts.nb_remotes.clone(), "OVN_Northbound");
         config.tls = opts.nb_tls.clone();
         let client = loop {
             match Client::connect(config.clone()).await {
-                Ok((c, _events)) => break c,
+                Ok((c, events)) => {
+                    track_connection(events, metrics.clone());
+                    break c;
+                }
                 // A bad remote or TLS file won't fix itself.
                 Err(
                     e @ (ycloud_ovsdb::Error::InvalidRemote { .. }
@@ -242,19 +373,115 @@ impl Controller {
         let cache = nb::cache(schema).map_err(Error::Cache)?;
         client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
         metrics.nb_connected.store(true, Ordering::Relaxed);
+        let opts_status_dir = opts.status_dir.clone();
         Ok(Controller {
-            source: DirSource::new(&opts.source_dir),
-            status: StatusWriter::new(&opts.status_dir),
+            source,
+            sink,
+            gate,
             resolver: Resolver::new(opts.resolve.clone()),
             opts,
             client,
             cache,
             store: Store::default(),
             broken: BTreeSet::new(),
-            load_errors: Vec::new(),
+            problems: Vec::new(),
             metrics,
             passes: 0,
+            backoff: Backoff::default(),
+            probes: crate::probes::ProbeFiles::new(&opts_status_dir),
         })
+    }
+
+    /// The source (cluster mode: feed a manual source in tests).
+    pub fn source_mut(&mut self) -> &mut Source {
+        &mut self.source
+    }
+
+    /// The sink (cluster mode: its request and event counters).
+    pub fn sink(&self) -> &StatusSink {
+        &self.sink
+    }
+
+    /// Reads the source when it changed. Returns whether it did.
+    pub fn refresh(&mut self) -> bool {
+        match &mut self.source {
+            Source::Dir(dir) => match dir.poll() {
+                Ok(Some(loaded)) => {
+                    self.take_loaded(loaded);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::error!(dir = %self.opts.source_dir.display(), error = %e, "reading the source directory");
+                    false
+                }
+            },
+            #[cfg(feature = "kube")]
+            Source::Kube(k) => {
+                let Some(read) = k.poll() else {
+                    return false;
+                };
+                self.metrics
+                    .load_errors
+                    .fetch_add(read.problems.len() as u64, Ordering::Relaxed);
+                self.store = read.store;
+                self.broken = read.broken;
+                self.problems = read
+                    .problems
+                    .into_iter()
+                    .filter_map(|(o, message)| {
+                        Some(SourceProblem {
+                            object: o?,
+                            message,
+                        })
+                    })
+                    .collect();
+                true
+            }
+        }
+    }
+
+    fn take_loaded(&mut self, loaded: Loaded) {
+        self.store = loaded.store;
+        self.broken = loaded.broken;
+        for e in &loaded.errors {
+            tracing::warn!(error = %e, "manifest not loaded");
+        }
+        self.metrics
+            .load_errors
+            .fetch_add(loaded.errors.len() as u64, Ordering::Relaxed);
+        self.problems = loaded
+            .errors
+            .iter()
+            .filter_map(|e| {
+                Some(SourceProblem {
+                    object: e.object.clone()?,
+                    message: e.to_string(),
+                })
+            })
+            .collect();
+    }
+
+    /// Whether the source has read everything once (cluster mode: every reflector synced).
+    fn source_synced(&self) -> bool {
+        match &self.source {
+            Source::Dir(_) => true,
+            #[cfg(feature = "kube")]
+            Source::Kube(k) => k.is_synced(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        matches!(self.source, Source::Dir(_))
+    }
+
+    /// Resolves when the source may have changed (the directory is polled instead).
+    async fn source_changed(&self) {
+        match &self.source {
+            Source::Dir(_) => std::future::pending().await,
+            #[cfg(feature = "kube")]
+            Source::Kube(k) => k.changed().await,
+        }
     }
 
     /// Runs until `shutdown` resolves.
@@ -268,6 +495,14 @@ impl Controller {
         let mut last_pass = Instant::now();
         let mut dirty = true;
         let mut retry_at: Option<Instant> = None;
+        let mut was_open = self.gate.is_open();
+        // A probe verdict must reach the VIP map fast, not at the next source poll (probe-ctl).
+        // Cluster mode gets verdicts from NetworkProbe watches: no files to poll.
+        let probe_verdicts = if self.is_dir() {
+            self.watch_probe_verdicts()
+        } else {
+            Arc::new(tokio::sync::Notify::new())
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -276,6 +511,11 @@ impl Controller {
                     break;
                 }
                 _ = poll.tick() => {}
+                () = probe_verdicts.notified() => dirty = true,
+                () = self.source_changed() => {
+                    // A burst of watch events (a first list, a rollout) is one pass.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Some(_) = changes.recv() => {
                     // Drift (or our own writes echoed back): coalesce a burst into one pass.
                     while changes.try_recv().is_ok() {}
@@ -284,43 +524,46 @@ impl Controller {
                     dirty = true;
                 }
             }
-            match self.source.poll() {
-                Ok(Some(loaded)) => {
-                    self.store = loaded.store;
-                    self.broken = loaded.broken;
-                    for e in &loaded.errors {
-                        tracing::warn!(error = %e, "manifest not loaded");
-                    }
-                    self.metrics
-                        .load_errors
-                        .fetch_add(loaded.errors.len() as u64, Ordering::Relaxed);
-                    self.load_errors = loaded.errors;
-                    dirty = true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(dir = %self.opts.source_dir.display(), error = %e, "reading the source directory");
-                }
+            if self.refresh() {
+                dirty = true;
+            }
+            let open = self.gate.is_open();
+            self.metrics.leader.store(open, Ordering::Relaxed);
+            if open != was_open {
+                // A new leader starts with a full (repair) pass.
+                was_open = open;
+                dirty |= open;
+            }
+            if !open {
+                // A standby keeps its caches warm: ready once they are synced.
+                let synced = self.source_synced();
+                self.metrics.synced.store(synced, Ordering::Relaxed);
+                continue;
             }
             if last_pass.elapsed() >= self.opts.resync
                 || retry_at.is_some_and(|t| Instant::now() >= t)
             {
                 dirty = true;
             }
-            if !dirty {
+            if !dirty || !self.source_synced() {
                 continue;
             }
             dirty = false;
             last_pass = Instant::now();
             retry_at = None;
             let report = self.pass().await;
-            if !report.failed.is_empty() {
-                // Transient (NB down, an owner's attachment not there yet): retry soon.
-                // Invalid objects are not failures here: they wait for a change.
+            if report.needs_retry() {
+                // Transient (NB down, an API conflict, an owner's attachment not there
+                // yet): retry after a growing delay. Invalid objects are not failures
+                // here: they wait for a change.
                 self.metrics
                     .reconcile_errors
                     .fetch_add(1, Ordering::Relaxed);
-                retry_at = Some(Instant::now() + Duration::from_secs(1));
+                let delay = self.backoff.next_delay();
+                tracing::info!(retry_in_ms = delay.as_millis() as u64, failed = ?report.failed, "pass failed; retrying");
+                retry_at = Some(Instant::now() + delay);
+            } else if !report.skipped {
+                self.backoff.reset();
             }
         }
         self.client.close();
@@ -373,6 +616,12 @@ impl Controller {
     }
 
     async fn transact(&self, ops: &[Operation]) -> Result<(), ycloud_ovsdb::Error> {
+        if !self.gate.is_open() {
+            // Not the leader (or no longer): the transaction is not sent.
+            return Err(ycloud_ovsdb::Error::NotConnected {
+                reason: "not the leader".into(),
+            });
+        }
         let started = Instant::now();
         let res = self.client.transact(ops).await;
         let m = &self.metrics;
@@ -394,16 +643,35 @@ impl Controller {
         res.map(|_| ())
     }
 
-    /// One reconcile pass.
+    /// One reconcile pass. Does nothing when this replica may not write.
     pub async fn pass(&mut self) -> PassReport {
+        if !self.gate.is_open() {
+            return PassReport {
+                skipped: true,
+                ..Default::default()
+            };
+        }
         let started = Instant::now();
         self.passes += 1;
         self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+        let mut report = PassReport::default();
         let snap = self.cache.snapshot();
+        let dir = self.is_dir();
+        if dir {
+            self.probes_before_resolve();
+        }
         let resolved = self
             .resolver
             .resolve_with_broken(&self.store, &snap, &self.broken);
+        if dir {
+            self.probes_after_resolve(&resolved);
+        }
         let resolve_ms = started.elapsed().as_millis() as u64;
+        // Cluster mode: our finalizer goes on every NB owner before its rows are written,
+        // so a deletion waits for their removal. (Rows never leak without it either: an
+        // owner in NB that the source no longer has is deleted by the next pass.)
+        #[cfg(feature = "kube")]
+        self.add_finalizers(&mut report).await;
         let mut in_nb = owners_in_nb(&snap);
         let mut results: BTreeMap<Owner, Programming> = BTreeMap::new();
         let mut ops = self
@@ -426,75 +694,54 @@ impl Controller {
         ops += self.apply(plans, &mut results).await;
 
         // Status.
-        let mut report = PassReport {
-            ops,
-            ..Default::default()
-        };
+        report.ops = ops;
         for (o, r) in &results {
             if let Programming::Failed(m) = r {
                 report.failed.insert(owner_label(o), m.clone());
             }
         }
         let status_started = Instant::now();
-        self.status.begin();
         let mut statuses = resolved.status.clone();
-        for e in &self.load_errors {
-            if let Some(o) = &e.object {
-                statuses.insert(
-                    o.clone(),
-                    resolve::ObjectStatus {
-                        problem: Some(resolve::Problem {
-                            reason: ycloud_crds::condition::reasons::INVALID_SPEC,
-                            message: e.to_string(),
-                        }),
-                        owner: None,
-                        fields: serde_json::json!({}),
-                        backends: None,
-                    },
-                );
-            }
+        for p in &self.problems {
+            statuses.insert(
+                p.object.clone(),
+                resolve::ObjectStatus {
+                    problem: Some(resolve::Problem {
+                        reason: ycloud_crds::condition::reasons::INVALID_SPEC,
+                        message: p.message.clone(),
+                    }),
+                    owner: None,
+                    fields: serde_json::json!({}),
+                    backends: None,
+                },
+            );
         }
         report.problems = statuses.values().filter(|s| s.problem.is_some()).count();
         self.metrics
             .object_errors
             .store(report.problems as u64, Ordering::Relaxed);
-        for (o, st) in &statuses {
-            let programming = match &st.owner {
-                None => Programming::Done,
-                Some(owner) => results
-                    .get(owner)
-                    .cloned()
-                    .unwrap_or(Programming::NotAttempted),
-            };
-            let generation = self.store.generation(o);
-            if let Err(e) = self.status.write(o, st, &programming, generation) {
-                tracing::warn!(object = %o, error = %e, "status not written");
+        let rows: Vec<StatusRow> = statuses
+            .iter()
+            .map(|(o, st)| {
+                let programming = match &st.owner {
+                    None => Programming::Done,
+                    Some(owner) => results
+                        .get(owner)
+                        .cloned()
+                        .unwrap_or(Programming::NotAttempted),
+                };
+                (o.clone(), st.clone(), programming, self.store.generation(o))
+            })
+            .collect();
+        match &mut self.sink {
+            StatusSink::Files(w) => {
+                write_files(w, &rows, &resolved, &statuses, &report, self.store.len());
             }
-        }
-        for (key, net) in &resolved.pod_networks {
-            if let Err(e) = self.status.write_pod_network(key, net) {
-                tracing::warn!(pod = %key, error = %e, "pod network file not written");
+            #[cfg(feature = "kube")]
+            StatusSink::Api(_) => {
+                self.write_api(&rows, &resolved, &mut report).await;
+                self.remove_finalizers(&results, &in_nb, &mut report).await;
             }
-        }
-        for (node, doc) in &resolved.node_networks {
-            if let Err(e) = self.status.write_node_network(node, doc) {
-                tracing::warn!(node = %node, error = %e, "node management-port file not written");
-            }
-        }
-        let summary = crate::status::summary(&statuses);
-        let own = serde_json::json!({
-            "synced": report.failed.is_empty(),
-            "objects": self.store.len(),
-            "problems": report.problems,
-            "failedOwners": report.failed,
-            "kinds": summary.iter().map(|(k, (n, bad))| (k.clone(), serde_json::json!({"objects": n, "problems": bad}))).collect::<serde_json::Map<_, _>>(),
-        });
-        let _ = self.status.write_own(
-            "controller.yaml",
-            &serde_yaml::to_string(&own).unwrap_or_default(),
-        );
-        if let Err(e) = self.status.finish() {
-            tracing::warn!(error = %e, "pruning status files");
         }
         let snap = self.cache.snapshot();
         self.metrics
@@ -519,6 +766,200 @@ impl Controller {
         );
         report
     }
+}
+
+/// One object's status inputs: what, its status, how its owner's transaction went, its
+/// generation.
+type StatusRow = (ObjectRef, resolve::ObjectStatus, Programming, Option<i64>);
+
+/// Manifest mode: the status files, the pods' and nodes' files, `controller.yaml`, and the
+/// removal of files of objects that are gone.
+fn write_files(
+    w: &mut StatusWriter,
+    rows: &[StatusRow],
+    resolved: &Resolved,
+    statuses: &BTreeMap<ObjectRef, resolve::ObjectStatus>,
+    report: &PassReport,
+    objects: usize,
+) {
+    w.begin();
+    for (o, st, programming, generation) in rows {
+        if let Err(e) = w.write(o, st, programming, *generation) {
+            tracing::warn!(object = %o, error = %e, "status not written");
+        }
+    }
+    for (key, net) in &resolved.pod_networks {
+        if let Err(e) = w.write_pod_network(key, net) {
+            tracing::warn!(pod = %key, error = %e, "pod network file not written");
+        }
+    }
+    for (node, doc) in &resolved.node_networks {
+        if let Err(e) = w.write_node_network(node, doc) {
+            tracing::warn!(node = %node, error = %e, "node management-port file not written");
+        }
+    }
+    let summary = crate::status::summary(statuses);
+    let own = serde_json::json!({
+        "synced": report.failed.is_empty(),
+        "objects": objects,
+        "problems": report.problems,
+        "failedOwners": report.failed,
+        "kinds": summary.iter().map(|(k, (n, bad))| (k.clone(), serde_json::json!({"objects": n, "problems": bad}))).collect::<serde_json::Map<_, _>>(),
+    });
+    let _ = w.write_own(
+        "controller.yaml",
+        &serde_yaml::to_string(&own).unwrap_or_default(),
+    );
+    if let Err(e) = w.finish() {
+        tracing::warn!(error = %e, "pruning status files");
+    }
+}
+
+/// Cluster mode: the writes to the API server. A failed write is a transient failure of
+/// the pass (retried with backoff); a write refused because this replica is no longer
+/// the leader too (the next leader redoes it).
+#[cfg(feature = "kube")]
+impl Controller {
+    async fn add_finalizers(&mut self, report: &mut PassReport) {
+        let (Source::Kube(src), StatusSink::Api(api)) = (&self.source, &mut self.sink) else {
+            return;
+        };
+        for o in src.needs_finalizer() {
+            let Some(obj) = src.object(&o) else {
+                continue;
+            };
+            if let Err(e) = api.finalizer(&o, obj, true).await {
+                tracing::warn!(object = %o, error = %e, "finalizer not added");
+                report.failed.insert(o.to_string(), e.to_string());
+            }
+        }
+    }
+
+    async fn write_api(
+        &mut self,
+        rows: &[StatusRow],
+        resolved: &Resolved,
+        report: &mut PassReport,
+    ) {
+        let (Source::Kube(src), StatusSink::Api(api)) = (&self.source, &mut self.sink) else {
+            return;
+        };
+        for (o, st, programming, generation) in rows {
+            if let Err(e) = api
+                .status(o, st, programming, *generation, src.object(o))
+                .await
+            {
+                tracing::warn!(object = %o, error = %e, "status not written");
+                report.failed.insert(o.to_string(), e.to_string());
+            }
+        }
+        for (key, net) in &resolved.pod_networks {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            let pod = ObjectRef::new("Pod", Some(ns), name);
+            if let Err(e) = api.pod_network(&pod, net, src.object(&pod)).await {
+                tracing::warn!(%pod, error = %e, "pod network annotation not written");
+                report.failed.insert(pod.to_string(), e.to_string());
+            }
+        }
+        for (node, doc) in &resolved.node_networks {
+            let node = ObjectRef::new("Node", None, node);
+            if src.object(&node).is_none() {
+                continue;
+            }
+            if let Err(e) = api.node_network(&node, doc, src.object(&node)).await {
+                tracing::warn!(%node, error = %e, "node management-ports annotation not written");
+                report.failed.insert(node.to_string(), e.to_string());
+            }
+        }
+    }
+
+    /// Removes our finalizer from objects being deleted once their owner's rows are gone
+    /// from NB (or never were: cleanup of an object whose apply never ran is a no-op).
+    async fn remove_finalizers(
+        &mut self,
+        results: &BTreeMap<Owner, Programming>,
+        in_nb: &BTreeSet<Owner>,
+        report: &mut PassReport,
+    ) {
+        let (Source::Kube(src), StatusSink::Api(api)) = (&self.source, &mut self.sink) else {
+            return;
+        };
+        for o in src.deleting() {
+            let Some(owner) = crate::kube::source::owner_of(&o) else {
+                continue;
+            };
+            let gone = match results.get(&owner) {
+                Some(Programming::Done) => true,
+                Some(_) => false,
+                None => !in_nb.contains(&owner),
+            };
+            let Some(obj) = src.object(&o) else {
+                continue;
+            };
+            if !gone {
+                continue;
+            }
+            match api.finalizer(&o, obj, false).await {
+                Ok(_) => tracing::info!(object = %o, "NB rows removed; finalizer released"),
+                Err(e) => {
+                    tracing::warn!(object = %o, error = %e, "finalizer not removed");
+                    report.failed.insert(o.to_string(), e.to_string());
+                }
+            }
+        }
+    }
+}
+
+// NetworkProbe hooks (owned by helper probe-ctl; the loop above is helper kube's: these
+// are the only calls it makes into crate::probes).
+impl Controller {
+    /// Notified when a verdict file under `S/probe-status/` changes (polled every
+    /// [`crate::probes::STATUS_POLL`]).
+    fn watch_probe_verdicts(&self) -> Arc<tokio::sync::Notify> {
+        crate::probes::watch_status(&self.opts.status_dir, crate::probes::STATUS_POLL)
+    }
+
+    /// Reads the verdicts and hands them to resolution through the store's probes.
+    fn probes_before_resolve(&mut self) {
+        self.probes.read_statuses();
+        self.probes.inject(&mut self.store);
+    }
+
+    /// Writes the probes this pass wants to `S/probes/` for the node daemons.
+    fn probes_after_resolve(&mut self, resolved: &Resolved) {
+        let (report, errors) = self.probes.sync(&resolved.probes);
+        for e in errors {
+            tracing::warn!(error = %e, "probe file not written");
+        }
+        if report.written + report.removed > 0 {
+            tracing::debug!(
+                written = report.written,
+                removed = report.removed,
+                "probe files"
+            );
+        }
+    }
+}
+
+/// Keeps `nb_connected` (and so `/readyz`) true only while the NB client has a connection.
+fn track_connection(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ycloud_ovsdb::client::Event>,
+    metrics: Arc<Metrics>,
+) {
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                ycloud_ovsdb::client::Event::Connected { .. } => {
+                    metrics.nb_connected.store(true, Ordering::Relaxed);
+                }
+                ycloud_ovsdb::client::Event::Disconnected { reason } => {
+                    tracing::warn!(%reason, "NB connection lost");
+                    metrics.nb_connected.store(false, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Done, unless the plan left rows alone because someone else holds their names.

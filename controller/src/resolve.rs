@@ -35,7 +35,9 @@ use crate::compiler::topology::{
     self, Backend, DatapathMode, HashField, Port, PortOwner, Protocol, Scenarios,
 };
 use crate::ipam::{Allocation, Ipam, PoolSpec, Request, parse_mac};
+use crate::probes::{ProbeTarget, desired_probe};
 use crate::store::{ObjectRef, Store};
+use ycloud_crds::ProbeBackendKind;
 
 /// Pod annotation: the address decided by the controller (docs/pod-annotation.md).
 pub const NETWORK_ANNOTATION: &str = "ycloud.io/network";
@@ -158,6 +160,9 @@ pub struct Resolved {
     /// (`{"managementPorts": [{vpc, logicalSwitchPort, mac, ips, gateways, serviceCidrs,
     /// mtu}]}`, docs/cni.md).
     pub node_networks: BTreeMap<String, serde_json::Value>,
+    /// `namespace/name` → the NetworkProbes the services with a (non-native) health
+    /// check want (see [`crate::probes`]).
+    pub probes: BTreeMap<String, ycloud_crds::NetworkProbe>,
 }
 
 /// The state kept between passes: IPAM, service addresses, last valid objects.
@@ -364,6 +369,10 @@ fn hash_field(h: ycloud_crds::HashField) -> HashField {
 struct Candidate<'a> {
     ips: Vec<IpAddr>,
     pod: Option<&'a Pod>,
+    /// What it is, its `namespace/name` and the node whose daemon probes it.
+    kind: ProbeBackendKind,
+    name: Option<String>,
+    node: Option<String>,
 }
 
 impl Resolver {
@@ -656,11 +665,23 @@ impl Resolver {
                 cidrs: s.spec.cidr_blocks.clone(),
                 gateways: gws.clone(),
             });
+            // Each IPv4 block's native-health-check source (its last host) is held back
+            // like a gateway: fixed by the CIDR, so it survives a restart with no state.
+            let held: Vec<IpAddr> = gws
+                .iter()
+                .copied()
+                .chain(
+                    s.spec
+                        .cidr_blocks
+                        .iter()
+                        .filter_map(|c| topology::monitor_source(*c)),
+                )
+                .collect();
             self.ipam.set_pool(
                 name,
                 PoolSpec::with_gateways(
                     s.spec.cidr_blocks.clone(),
-                    &gws,
+                    &held,
                     s.spec.exclude_ips.clone(),
                 ),
             );
@@ -1103,6 +1124,25 @@ impl Resolver {
             );
         }
 
+        // Where OVN-native checks of each backend address come from: its LSP and its
+        // subnet's reserved monitor source (IPv4 only).
+        let monitor_ports: BTreeMap<IpAddr, topology::MonitorPort> = ports
+            .iter()
+            .filter_map(|p| Some((p, subnets.get(p.subnet.as_ref()?)?)))
+            .flat_map(|(p, s)| {
+                p.ips.iter().filter_map(move |ip| {
+                    let block = s.spec.cidr_blocks.iter().find(|c| c.contains(ip))?;
+                    Some((
+                        *ip,
+                        topology::MonitorPort {
+                            lsp: p.name.clone(),
+                            source: topology::monitor_source(*block)?,
+                        },
+                    ))
+                })
+            })
+            .collect();
+
         // Services.
         let mut topo_services: BTreeMap<String, topology::Service> = BTreeMap::new();
         let mut valid: Vec<(&String, &YusurService, String)> = Vec::new();
@@ -1201,7 +1241,7 @@ impl Resolver {
                     "CrossVPC: no service-gateway chassis is configured (--svcgw-chassis)",
                 ));
             }
-            let (ports, counts) = self.backends(store, svc, &ns, &pod_ips, &vnic_ips);
+            let (ports, counts, targets) = self.backends(store, svc, &ns, &pod_ips, &vnic_ips);
             let topo = topology::Service {
                 namespace: ns.clone(),
                 name: meta_name(&svc.metadata),
@@ -1228,7 +1268,15 @@ impl Resolver {
             };
             if problem.is_none() {
                 match service_lbs(&topo, self.config.mode) {
-                    Ok(lbs) => {
+                    Ok(mut lbs) => {
+                        health_checks(
+                            svc,
+                            &ns,
+                            &targets,
+                            &monitor_ports,
+                            &mut lbs,
+                            &mut out.probes,
+                        );
                         out.services.insert((*key).clone(), lbs);
                         topo_services.insert((*key).clone(), topo);
                     }
@@ -1490,7 +1538,8 @@ impl Resolver {
         }
     }
 
-    /// The backends of every port of a service, and the ready/total counts (by address).
+    /// The backends of every port of a service, the ready/total counts (by address), and
+    /// every (backend address, target port) a health check would probe.
     fn backends(
         &self,
         store: &Store,
@@ -1498,7 +1547,11 @@ impl Resolver {
         ns: &str,
         pod_ips: &BTreeMap<String, Vec<IpAddr>>,
         vnic_ips: &BTreeMap<String, Vec<IpAddr>>,
-    ) -> (Vec<topology::ServicePort>, ycloud_crds::BackendCounts) {
+    ) -> (
+        Vec<topology::ServicePort>,
+        ycloud_crds::BackendCounts,
+        Vec<ProbeTarget>,
+    ) {
         let ns_in =
             |sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
              other: &str| match sel {
@@ -1509,6 +1562,11 @@ impl Resolver {
             };
         let empty = BTreeMap::new();
         let mut cands: Vec<Candidate<'_>> = Vec::new();
+        // A manifest pod often has no `spec.nodeName`; with a single Node it can only be
+        // there, and that node's daemon (which plugged it) is the one that can reach it.
+        let only_node = (store.nodes.len() == 1)
+            .then(|| store.nodes.keys().next().cloned())
+            .flatten();
         for b in &svc.spec.backends {
             match b.kind {
                 BackendType::Pod => {
@@ -1522,6 +1580,13 @@ impl Resolver {
                             cands.push(Candidate {
                                 ips: ips.clone(),
                                 pod: Some(pod),
+                                kind: ProbeBackendKind::Pod,
+                                name: Some(key.clone()),
+                                node: pod
+                                    .spec
+                                    .as_ref()
+                                    .and_then(|s| s.node_name.clone())
+                                    .or_else(|| only_node.clone()),
                             });
                         }
                     }
@@ -1534,6 +1599,11 @@ impl Resolver {
                             cands.push(Candidate {
                                 ips: vmi.ips.clone(),
                                 pod: None,
+                                kind: ProbeBackendKind::VM,
+                                name: Some(format!("{}/{}", vmi.namespace, vmi.name)),
+                                // The store does not know a VMI's node yet: the
+                                // controller probes it.
+                                node: None,
                             });
                         }
                     }
@@ -1549,6 +1619,14 @@ impl Resolver {
                             cands.push(Candidate {
                                 ips: ips.clone(),
                                 pod: None,
+                                kind: if v.spec.kind == VNicKind::BareMetal {
+                                    ProbeBackendKind::BM
+                                } else {
+                                    ProbeBackendKind::VNicIP
+                                },
+                                name: Some(key.clone()),
+                                // The node hosting its port, if the VNicIP names one.
+                                node: v.spec.node.clone(),
                             });
                         }
                     }
@@ -1559,6 +1637,9 @@ impl Resolver {
             cands.push(Candidate {
                 ips: vec![s.address],
                 pod: None,
+                kind: ProbeBackendKind::Static,
+                name: None,
+                node: None,
             });
         }
         let healthy = |ip: &IpAddr| -> bool {
@@ -1579,6 +1660,7 @@ impl Resolver {
         let up = |c: &Candidate<'_>| c.ips.iter().all(&healthy);
         let mut all: BTreeMap<Vec<IpAddr>, bool> = BTreeMap::new();
         let mut ports = Vec::new();
+        let mut targets: Vec<ProbeTarget> = Vec::new();
         for p in &svc.spec.ports {
             let mut backends = BTreeSet::new();
             for c in &cands {
@@ -1598,6 +1680,16 @@ impl Resolver {
                         port: target,
                         healthy: ok,
                     });
+                    let t = ProbeTarget {
+                        kind: c.kind,
+                        name: c.name.clone(),
+                        address: *ip,
+                        node: c.node.clone(),
+                        target_port: target,
+                    };
+                    if !targets.contains(&t) {
+                        targets.push(t);
+                    }
                 }
             }
             ports.push(topology::ServicePort {
@@ -1611,7 +1703,7 @@ impl Resolver {
             total: all.len() as u32,
             ready: all.values().filter(|ok| **ok).count() as u32,
         };
-        (ports, counts)
+        (ports, counts, targets)
     }
 
     /// One EIP gateway's rows, and the uplinks of the VPCs behind it.
@@ -1796,6 +1888,36 @@ impl Resolver {
             }
         }
         Ok(Some(rows))
+    }
+}
+
+/// A service's health check: OVN-native rows on its load balancers (`native: true`), or
+/// one NetworkProbe per (backend address, probed port) for the node daemons.
+fn health_checks(
+    svc: &YusurService,
+    ns: &str,
+    targets: &[ProbeTarget],
+    monitor_ports: &BTreeMap<IpAddr, topology::MonitorPort>,
+    lbs: &mut [DesiredLb],
+    probes: &mut BTreeMap<String, ycloud_crds::NetworkProbe>,
+) {
+    let Some(check) = &svc.spec.health_check else {
+        return;
+    };
+    if check.native {
+        let native = topology::NativeCheck::from_millis(
+            check.interval_millis,
+            check.timeout_millis,
+            check.success_threshold,
+            check.failure_threshold,
+        );
+        crate::compiler::lb::add_native_checks(lbs, &native, monitor_ports);
+        return;
+    }
+    let name = meta_name(&svc.metadata);
+    for t in targets {
+        let p = desired_probe(ns, &name, check, t);
+        probes.insert(crate::probes::key_of(&p), p);
     }
 }
 
@@ -2210,6 +2332,67 @@ spec: {kind: Generic, subnet: nope}
                 .or_insert(serde_json::json!([]));
             assert_eq!(back, orig, "{f}");
         }
+    }
+
+    #[test]
+    fn health_checks_become_probes_per_backend_address_and_port_or_native_rows_on_the_lbs() {
+        let (r, out) = run("
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
+spec: {nodeName: node-1, containers: [{name: c}]}
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: stat, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: dns, port: 53, protocol: UDP}]
+  staticBackends: [{address: 10.0.1.200}]
+  healthCheck: {type: UDP, intervalMillis: 500, timeoutMillis: 300, failureThreshold: 2}
+");
+        // checkout (example 15): one HTTP probe of checkout-1 on the check's port, run by
+        // the daemon of the only Node (the pod names no node).
+        let p = &out.probes["shop/checkout-10-0-1-15-8080"];
+        assert_eq!(p.spec.service, "checkout");
+        assert_eq!(p.spec.backend.kind, ProbeBackendKind::Pod);
+        assert_eq!(p.spec.backend.name.as_deref(), Some("shop/checkout-1"));
+        assert_eq!(p.spec.backend.port, Some(8080));
+        assert_eq!(p.spec.backend.node.as_deref(), Some("node-1"));
+        // A static backend: probed on its target port, by the controller.
+        let p = out
+            .probes
+            .get("shop/stat-10-0-1-200-53")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{:?} {:?}",
+                    out.probes.keys().collect::<Vec<_>>(),
+                    problem(&out, "YusurService", Some("shop"), "stat")
+                )
+            });
+        assert_eq!(p.spec.backend.kind, ProbeBackendKind::Static);
+        assert_eq!(p.spec.backend.name, None);
+        // cart (example 16) is native: no NetworkProbe, OVN rows instead, the backend mapped
+        // to its LSP and its subnet's reserved source.
+        assert!(out.probes.values().all(|p| p.spec.service != "cart"));
+        let lb = &out.services["shop/cart"][0];
+        let ip = r.ipam.get("pod:shop/cart-1").expect("cart-1 address").ips[0];
+        assert_eq!(
+            lb.ip_port_mappings[&ip.to_string()],
+            "shop.cart-1:10.0.1.254"
+        );
+        let hc: Vec<_> = lb.health_checks.values().collect();
+        assert_eq!(hc.len(), 1, "the IPv4 VIP only");
+        assert_eq!(hc[0]["interval"], "2");
+        assert_eq!(hc[0]["failure_count"], "2");
+        // The monitor source is never handed out.
+        assert!(
+            r.ipam
+                .pool("a-web")
+                .expect("pool")
+                .reserved
+                .contains(&"10.0.1.254".parse().unwrap())
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct StatusError {
     pub source: io::Error,
 }
 
+/// `BackendsHealthy=False` reason of a service with a health check whose backends all
+/// failed it (there are some, none is healthy): its VIPs reject.
+pub const ALL_BACKENDS_UNHEALTHY: &str = "AllBackendsUnhealthy";
+
 /// How the owner's transaction went for an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Programming {
@@ -112,12 +116,17 @@ pub fn merge_conditions(
         want.push(programmed);
     }
     if let Some((counts, has_check)) = st.backends {
-        want.push(Condition::backends_healthy(
-            counts,
-            has_check,
-            generation,
-            t.clone(),
-        ));
+        let mut c = Condition::backends_healthy(counts, has_check, generation, t.clone());
+        if has_check && counts.ready == 0 && counts.total > 0 {
+            // Say what a client sees, not only the count.
+            c.reason = ALL_BACKENDS_UNHEALTHY.to_owned();
+            c.message = format!(
+                "0/{} backends ready: every backend failed its health check; the service's \
+                 VIPs reject connections (TCP reset, ICMP port unreachable)",
+                counts.total
+            );
+        }
+        want.push(c);
     }
     conditions.retain(|c| want.iter().any(|w| w.type_ == c.type_));
     for c in want {
@@ -284,16 +293,25 @@ impl StatusWriter {
     }
 
     /// Ends a pass: removes status files of objects that are gone (and empty directories).
+    /// `probes/` and `probe-status/` are not this writer's: the probe files are kept by
+    /// [`crate::probes::ProbeFiles`], the verdicts by the node daemons.
     pub fn finish(&mut self) -> Result<usize, StatusError> {
         let mut removed = 0;
         let mut stack = vec![self.dir.clone()];
         let mut dirs = Vec::new();
+        let not_ours = [
+            self.dir.join(crate::probes::PROBES_DIR),
+            self.dir.join(crate::probes::STATUS_DIR),
+        ];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
             };
             for e in entries.flatten() {
                 let p = e.path();
+                if not_ours.contains(&p) {
+                    continue;
+                }
                 if p.is_dir() {
                     stack.push(p.clone());
                     dirs.push(p);
@@ -430,5 +448,55 @@ mod tests {
             !dir.path().join("Subnet").exists(),
             "empty kind directory removed"
         );
+    }
+
+    #[test]
+    fn a_service_whose_backends_all_fail_their_check_says_so_and_that_its_vips_reject() {
+        let t = now();
+        let mut svc = st(None);
+        let counts = |ready, total| ycloud_crds::BackendCounts { ready, total };
+        svc.backends = Some((counts(0, 2), true));
+        let c = merge_conditions(vec![], &svc, &Programming::Done, None, t.clone());
+        let bh = c
+            .iter()
+            .find(|c| c.type_ == "BackendsHealthy")
+            .expect("condition");
+        assert_eq!(bh.reason, ALL_BACKENDS_UNHEALTHY);
+        assert!(
+            bh.message.contains("0/2") && bh.message.contains("reject"),
+            "{}",
+            bh.message
+        );
+        // Selecting nothing is not "unhealthy": the generic reason stays.
+        svc.backends = Some((counts(0, 0), true));
+        let c = merge_conditions(vec![], &svc, &Programming::Done, None, t.clone());
+        let bh = c
+            .iter()
+            .find(|c| c.type_ == "BackendsHealthy")
+            .expect("condition");
+        assert_eq!(bh.reason, reasons::NO_READY_BACKENDS);
+        // One back: partly healthy.
+        svc.backends = Some((counts(1, 2), true));
+        let c = merge_conditions(vec![], &svc, &Programming::Done, None, t);
+        let bh = c
+            .iter()
+            .find(|c| c.type_ == "BackendsHealthy")
+            .expect("condition");
+        assert_eq!(bh.reason, reasons::SOME_BACKENDS_UNHEALTHY);
+    }
+
+    #[test]
+    fn the_probe_directories_are_not_pruned_as_stale_status_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = StatusWriter::new(dir.path());
+        let probe = dir.path().join("probes/shop/web-10-0-1-11-80.yaml");
+        let verdict = dir.path().join("probe-status/shop/web-10-0-1-11-80.yaml");
+        for f in [&probe, &verdict] {
+            std::fs::create_dir_all(f.parent().unwrap()).expect("mkdir");
+            std::fs::write(f, "x: 1\n").expect("write");
+        }
+        w.begin();
+        assert_eq!(w.finish().expect("finish"), 0);
+        assert!(probe.exists() && verdict.exists());
     }
 }

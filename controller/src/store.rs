@@ -153,6 +153,16 @@ impl Store {
         errors
     }
 
+    /// Inserts one object given as JSON (the Kubernetes source's way in: an object of its
+    /// reflectors). The error says why it does not parse and, when it got that far, which
+    /// object it is.
+    pub fn insert_object(
+        &mut self,
+        doc: serde_json::Value,
+    ) -> Result<(), (String, Option<ObjectRef>)> {
+        self.insert(doc)
+    }
+
     /// Inserts one parsed document.
     fn insert(&mut self, doc: serde_json::Value) -> Result<(), (String, Option<ObjectRef>)> {
         let api = doc

@@ -343,10 +343,7 @@ def check_workloads(c, docs, values):
                     c.fail(where, f"{k}={env.get(k)!r} is not under a mounted path")
         elif "ovn-tls" in vols or "YCLOUD_NB_CA" in env:
             c.fail(where, "TLS material mounted without an ssl: remote")
-        for k, v in {"YCLOUD_SERVICE_CIDR": values["network"]["serviceCIDR"],
-                     "YCLOUD_JOIN_CIDR": values["network"]["joinCIDR"],
-                     "YCLOUD_DEFAULT_VPC": values["network"]["defaultVpc"],
-                     "YCLOUD_LOG_LEVEL": values["logging"]["level"],
+        for k, v in {"YCLOUD_LOG_LEVEL": values["logging"]["level"],
                      "YCLOUD_LOG_FORMAT": values["logging"]["format"],
                      "YCLOUD_OFFLOAD": str(values["offload"]["enabled"]).lower(),
                      "YCLOUD_RESYNC_SECS": str(values["controller"]["resyncSeconds"]),
@@ -455,6 +452,31 @@ def check_workloads(c, docs, values):
         c.fail("eipGateways", f"{len(eips)} EipGateway objects rendered, values list {len(values.get('eipGateways') or [])}")
 
 
+def check_default_vpc(c, docs, values):
+    """The chart's default VPC is an ordinary Vpc object carrying the network values."""
+    net = values["network"]
+    vpcs = [d for d in docs if d["kind"] == "Vpc" and d["apiVersion"].startswith("ycloud.io/")]
+    want = net.get("defaultVpc") or ""
+    if not want:
+        if vpcs:
+            c.fail("Vpc", "network.defaultVpc is empty but a Vpc is rendered")
+        return
+    named = [d for d in vpcs if d["metadata"]["name"] == want]
+    if len(named) != 1:
+        c.fail("Vpc", f"expected one Vpc {want!r} (network.defaultVpc), found {len(named)}")
+        return
+    spec = named[0].get("spec") or {}
+    if spec.get("default") is not True:
+        c.fail(f"Vpc/{want}", "spec.default must be true")
+    if spec.get("serviceCIDRs") != [net["serviceCIDR"]]:
+        c.fail(f"Vpc/{want}", f"spec.serviceCIDRs={spec.get('serviceCIDRs')!r}, values say [{net['serviceCIDR']!r}]")
+    if spec.get("joinCIDR") != net["joinCIDR"]:
+        c.fail(f"Vpc/{want}", f"spec.joinCIDR={spec.get('joinCIDR')!r}, values say {net['joinCIDR']!r}")
+    if (named[0]["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+        c.fail(f"Vpc/{want}", "must be kept on uninstall (helm.sh/resource-policy: keep)")
+    c.count("default VPC checked")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rendered", required=True)
@@ -482,6 +504,7 @@ def main():
     check_custom_resources(c, docs)
     check_rbac(c, docs, args.api_calls or os.path.join(args.chart, "api-calls.yaml"), args.namespace)
     check_workloads(c, docs, values)
+    check_default_vpc(c, docs, values)
 
     if c.errors:
         for e in c.errors:

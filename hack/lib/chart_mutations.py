@@ -41,7 +41,7 @@ def extra_verb(docs, calls):
 
 def missing_rule(docs, calls):
     role = find(docs, "ClusterRole", "cni")
-    role["rules"].remove(rule(role, "networkprobes/status"))
+    role["rules"].remove(rule(role, "nodes"))
 
 
 def wildcard(docs, calls):
@@ -100,10 +100,10 @@ def conflist_wrong_type(docs, calls):
 
 MUTATIONS = {
     "rbac-extra-verb": (extra_verb, "extra grant: delete pods.core (cluster)"),
-    "rbac-missing-rule": (missing_rule, "missing grant: patch networkprobes/status.ycloud.io (cluster)"),
+    "rbac-missing-rule": (missing_rule, "missing grant: list nodes.core (cluster)"),
     "rbac-wildcard": (wildcard, "wildcard in verbs"),
     "rbac-lease-cluster-wide": (lease_cluster_wide, "extra grant: create leases.coordination.k8s.io (cluster)"),
-    "api-calls-dropped": (api_call_dropped, "extra grant: get namespaces.core (cluster)"),
+    "api-calls-dropped": (api_call_dropped, "extra grant: list namespaces.core (cluster)"),
     "api-calls-added": (api_call_added, "missing grant: list services.core (cluster)"),
     "controller-writable-root": (controller_writable_root, "root filesystem must be read-only"),
     "controller-as-root": (controller_as_root, "must run as a non-root user"),

@@ -433,7 +433,7 @@ fn cluster_servers(status: &str) -> usize {
 fn a_clustered_nb_has_three_members_and_a_leader_and_serves_writes_and_reads_over_tcp() {
     let sb = Sandbox::up(SandboxOptions {
         clustered: Some(3),
-        name: None,
+        ..Default::default()
     })
     .expect("clustered sandbox up");
     assert_eq!(sb.nb_tcp_members().len(), 3, "{}", sb.nb_tcp());

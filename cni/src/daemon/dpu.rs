@@ -30,16 +30,12 @@ pub const DPU_NOT_READY: u32 = 114;
 
 impl Daemon {
     fn exchange(&self) -> Result<Exchange, CniError> {
-        self.cfg
-            .node_status_dir
-            .clone()
-            .map(|dir| Exchange { dir })
-            .ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_NETWORK_CONFIG,
-                    "dpu modes need the status directory",
-                )
-            })
+        self.exchange.clone().ok_or_else(|| {
+            CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                "dpu modes need an exchange: the status directory (manifest mode) or the API server (cluster mode)",
+            )
+        })
     }
 
     fn sysfs(&self) -> Sysfs {
@@ -97,7 +93,7 @@ impl Daemon {
             sandbox_id: cid.clone(),
         };
         // The claim goes out first: a daemon restarted after the move knows whose VF it is.
-        ex.put_request(&ns, &name, &request)?;
+        ex.put_request(&ns, &name, &request).await?;
         drop(held);
 
         let (vf_name, pod_ns) = (vf.netdev.clone(), netns.clone());
@@ -117,6 +113,7 @@ impl Daemon {
 
         if !self.cfg.ovn_installed_timeout.is_zero() {
             let deadline = Instant::now() + self.cfg.ovn_installed_timeout;
+            let mut changes = ex.changes();
             loop {
                 let status = ex.status(&ns, &name)?.filter(|s| s.answers(&request));
                 match status {
@@ -134,7 +131,14 @@ impl Daemon {
                             ),
                         ));
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    // Cluster mode wakes on the watch event; files are polled.
+                    _ => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match changes.is_some() {
+                            true => super::wait_change(&mut changes, left).await,
+                            false => tokio::time::sleep(left.min(Duration::from_millis(20))).await,
+                        }
+                    }
                 }
             }
         }
@@ -160,8 +164,8 @@ impl Daemon {
             .into_iter()
             .filter(|(_, _, r)| r.sandbox_id == cid)
         {
-            ex.remove_request(&ns, &name)?;
-            ex.remove_status(&ns, &name)?;
+            ex.remove_request(&ns, &name).await?;
+            ex.remove_status(&ns, &name).await?;
             let sysfs = self.sysfs();
             let Ok(pf) = sysfs.find_host_pf(self.cfg.pf.as_deref()) else {
                 continue;
@@ -315,7 +319,7 @@ impl Daemon {
                 if ex.requests().is_ok_and(|all| {
                     all.iter()
                         .any(|(n, p, q)| *n == ns && *p == name && *q == r)
-                }) && let Err(e) = ex.put_status(&ns, &name, &status)
+                }) && let Err(e) = ex.put_status(&ns, &name, &status).await
                 {
                     tracing::warn!(error = %e, "dpu: writing ycloud.io/vf-status");
                 }

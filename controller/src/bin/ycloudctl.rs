@@ -1,14 +1,16 @@
-//! `ycloudctl`: operator tools for ycloud. Also works as a kubectl plugin: install it (or a
-//! symlink to it) as `kubectl-ycloud` on the PATH and run `kubectl ycloud offload-check`.
+//! `ycloudctl`: operator tools for ycloud (the logic is `ycloud_controller::ctl`). Also a
+//! kubectl plugin: install it, or a symlink to it, as `kubectl-ycloud` on the PATH and run
+//! `kubectl ycloud status`; the name it is called by is what its help shows.
 //!
-//! Exit codes: 0 = checked and fine, 1 = checked and not fine (e.g. a service-path flow
-//! tc cannot offload), 2 = could not check (OVS unreachable, bad input).
+//! Exit codes: 0 = checked and fine, 1 = checked and not fine (a service not ready, no path,
+//! a flow tc cannot offload, no rows), 2 = could not check (OVN unreachable, bad input).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use ycloud_controller::ctl::{self, CtlError};
 use ycloud_controller::offload::{self, OvsCtl, OvsSource, SavedDumps, Scope};
 
 #[derive(Parser)]
@@ -24,6 +26,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Services with their addresses, backends ready/total, readiness and scenarios.
+    ///
+    /// Reads the status files the controller writes in manifest mode. Exit 0: the
+    /// controller synced and every service is ready; 1: not; 2: no status to read.
+    Status {
+        /// The controller's manifest directory (or its status directory).
+        #[arg(long, value_name = "DIR", env = "YCLOUD_MANIFEST_DIR")]
+        dir: PathBuf,
+        /// Only this service (NAMESPACE/NAME).
+        service: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trace a client packet to a service VIP with ovn-trace and say what happens to it.
+    ///
+    /// FROM: NAMESPACE/POD, an address of a logical port (pod, VNicIP, a node's management
+    /// port), port:LSP_NAME, or outside[:SOURCE_IP] (beyond an EIP gateway). TO: VIP:PORT.
+    /// Exit 0: the packet reaches a backend; 1: no path (the reason is printed); 2: error.
+    Trace {
+        from: String,
+        to: String,
+        /// NB remote(s): `unix:PATH`, `tcp:IP:PORT`; comma-separated for a RAFT cluster.
+        #[arg(long, value_name = "REMOTE", env = "OVN_NB_DB")]
+        nb: String,
+        /// SB remote, as ovn-trace takes it.
+        #[arg(long, value_name = "REMOTE", env = "OVN_SB_DB")]
+        sb: String,
+        /// UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Pin the load balancer's choice of backend (IP:PORT).
+        #[arg(long, value_name = "IP:PORT")]
+        backend: Option<String>,
+        /// The ovn-trace program.
+        #[arg(long, default_value = "ovn-trace")]
+        ovn_trace: PathBuf,
+        /// Print the raw ovn-trace output too.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds NB and ovn-trace may take.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Classify the datapath flows of the service path as offloadable to tc/flower or not.
     ///
     /// Reads `ovs-appctl dpctl/dump-flows -m` and `ovs-ofctl -O OpenFlow15 dump-groups`,
@@ -81,22 +130,71 @@ enum Cmd {
     },
 }
 
+/// `kubectl ycloud …` runs `kubectl-ycloud`: help and errors then name it the way the user
+/// typed it.
+fn invoked_name() -> &'static str {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let base = std::path::Path::new(&arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("ycloudctl");
+    if base.starts_with("kubectl-") {
+        "kubectl ycloud"
+    } else {
+        "ycloudctl"
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let name = invoked_name();
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let (what, result) = match cli.command {
+        Cmd::Status { dir, service, json } => ("status", status(&dir, service.as_deref(), json)),
+        Cmd::Trace {
+            from,
+            to,
+            nb,
+            sb,
+            udp,
+            backend,
+            ovn_trace,
+            verbose,
+            json,
+            timeout,
+        } => (
+            "trace",
+            trace(
+                ctl::trace::TraceRequest {
+                    from,
+                    to,
+                    protocol: if udp {
+                        ctl::trace::Protocol::Udp
+                    } else {
+                        ctl::trace::Protocol::Tcp
+                    },
+                    backend,
+                    nb,
+                    sb,
+                    ovn_trace,
+                    timeout: Duration::from_secs(timeout),
+                },
+                verbose,
+                json,
+            ),
+        ),
         Cmd::NbRows {
             nb,
             service,
             json,
             timeout,
-        } => match nb_rows::run(&nb, &service, json, Duration::from_secs(timeout)) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("ycloudctl nb-rows: {e}");
-                ExitCode::from(2)
-            }
-        },
+        } => (
+            "nb-rows",
+            nb_rows(&nb, &service, json, Duration::from_secs(timeout)),
+        ),
         Cmd::OffloadCheck {
             ovs_rundir,
             vswitchd_ctl,
@@ -113,7 +211,7 @@ fn main() -> ExitCode {
                 (Some(f), Some(g)) => match saved(&f, &g) {
                     Ok(s) => Box::new(s),
                     Err(e) => {
-                        eprintln!("ycloudctl offload-check: {e}");
+                        eprintln!("{name} offload-check: {e}");
                         return ExitCode::from(2);
                     }
                 },
@@ -125,32 +223,87 @@ fn main() -> ExitCode {
                     timeout: Duration::from_secs(timeout),
                 }),
             };
-            let scope = if all { Scope::All } else { Scope::ServicePath };
-            let report = match offload::check(source.as_ref(), scope) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("ycloudctl offload-check: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("ycloudctl offload-check: encoding the report: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                print!("{}", report.render(verbose));
-            }
-            if report.summary.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            (
+                "offload-check",
+                offload_check(source.as_ref(), all, verbose, json),
+            )
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{name} {what}: {}", chain(&e));
+            ExitCode::from(2)
         }
     }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), CtlError> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| CtlError::Usage(format!("encoding the report: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn status(dir: &std::path::Path, service: Option<&str>, json: bool) -> Result<bool, CtlError> {
+    if let Some(s) = service {
+        ctl::nb_rows::check_service_name(s)?;
+    }
+    let report = ctl::status::read(dir, service)?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", ctl::status::render(&report));
+    }
+    Ok(report.all_ready())
+}
+
+fn trace(req: ctl::trace::TraceRequest, verbose: bool, json: bool) -> Result<bool, CtlError> {
+    let report = ctl::trace::run(&req)?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", ctl::trace::render(&report, verbose));
+    }
+    Ok(report.has_path())
+}
+
+fn nb_rows(nb: &str, service: &str, json: bool, timeout: Duration) -> Result<bool, CtlError> {
+    let rows = ctl::nb_rows::rows(nb, service, timeout)?;
+    if json {
+        print_json(&ctl::nb_rows::to_json(&rows))?;
+    } else {
+        print!("{}", ctl::nb_rows::render(service, &rows));
+    }
+    Ok(!rows.is_empty())
+}
+
+fn offload_check(
+    source: &dyn OvsSource,
+    all: bool,
+    verbose: bool,
+    json: bool,
+) -> Result<bool, CtlError> {
+    let scope = if all { Scope::All } else { Scope::ServicePath };
+    let report = offload::check(source, scope).map_err(|e| CtlError::Usage(chain(&e)))?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.render(verbose));
+    }
+    Ok(report.summary.ok)
 }
 
 fn saved(flows: &PathBuf, groups: &PathBuf) -> Result<SavedDumps, String> {
@@ -162,159 +315,4 @@ fn saved(flows: &PathBuf, groups: &PathBuf) -> Result<SavedDumps, String> {
         flows: read(flows)?,
         groups: read(groups)?,
     })
-}
-
-/// `nb-rows`: one `select` per NB table with `external_ids`, all in one transaction.
-mod nb_rows {
-    use std::time::Duration;
-
-    use serde_json::{Value, json};
-    use ycloud_controller::compiler::names::{KIND_KEY, NAME_KEY, OwnerKind, ROLE_KEY};
-    use ycloud_ovsdb::{Client, ClientConfig};
-
-    const DB: &str = "OVN_Northbound";
-
-    pub fn run(nb: &str, service: &str, json_out: bool, timeout: Duration) -> Result<bool, String> {
-        match service.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
-            _ => {
-                return Err(format!(
-                    "service {service:?}: expected NAMESPACE/NAME, e.g. demo/web"
-                ));
-            }
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting the runtime: {e}"))?;
-        let rows = rt.block_on(async {
-            tokio::time::timeout(timeout, select(nb, service, timeout))
-                .await
-                .map_err(|_| format!("NB {nb} did not answer within {timeout:?}"))?
-        })?;
-        if json_out {
-            let v = Value::Array(
-                rows.iter()
-                    .map(|(t, r)| json!({"table": t, "row": r}))
-                    .collect(),
-            );
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        } else {
-            for (table, row) in &rows {
-                print_row(table, row);
-            }
-            println!(
-                "{} NB row(s) owned by service {service} ({}={}, {}={service})",
-                rows.len(),
-                KIND_KEY,
-                OwnerKind::Service.as_str(),
-                NAME_KEY
-            );
-        }
-        Ok(!rows.is_empty())
-    }
-
-    async fn select(
-        nb: &str,
-        service: &str,
-        timeout: Duration,
-    ) -> Result<Vec<(String, Value)>, String> {
-        let mut config = ClientConfig::new(nb.split(',').map(str::to_owned).collect(), DB);
-        config.request_timeout = timeout;
-        let (client, _events) = Client::connect(config)
-            .await
-            .map_err(|e| format!("connecting to NB {nb}: {e}"))?;
-        let schema = client
-            .get_schema_json(DB)
-            .await
-            .map_err(|e| format!("reading the {DB} schema from {nb}: {e}"))?;
-        let mut tables: Vec<String> = schema["tables"]
-            .as_object()
-            .map(|t| {
-                t.iter()
-                    .filter(|(_, def)| def["columns"].get("external_ids").is_some())
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        tables.sort();
-        let owner = json!([
-            "map",
-            [[KIND_KEY, OwnerKind::Service.as_str()], [NAME_KEY, service]]
-        ]);
-        let mut params = vec![json!(DB)];
-        params.extend(tables.iter().map(
-            |t| json!({"op": "select", "table": t, "where": [["external_ids", "includes", owner]]}),
-        ));
-        let reply = client
-            .call("transact", Value::Array(params))
-            .await
-            .map_err(|e| format!("select on {nb}: {e}"))?;
-        client.close();
-        let results = reply
-            .as_array()
-            .ok_or_else(|| format!("unexpected transact reply: {reply}"))?;
-        let mut rows = Vec::new();
-        for (table, result) in tables.iter().zip(results) {
-            if let Some(err) = result.get("error") {
-                return Err(format!("select on {table}: {err} {}", result["details"]));
-            }
-            for row in result["rows"].as_array().into_iter().flatten() {
-                rows.push((table.clone(), row.clone()));
-            }
-        }
-        Ok(rows)
-    }
-
-    fn print_row(table: &str, row: &Value) {
-        let uuid = row["_uuid"].get(1).and_then(Value::as_str).unwrap_or("?");
-        let role = map_get(&row["external_ids"], ROLE_KEY).unwrap_or_default();
-        let name = row.get("name").map(show).unwrap_or_default();
-        println!("{table} {uuid} name={name} role={role}");
-        let Some(cols) = row.as_object() else {
-            return;
-        };
-        for (col, v) in cols {
-            if matches!(col.as_str(), "_uuid" | "_version" | "name") {
-                continue;
-            }
-            let text = show(v);
-            if !matches!(text.as_str(), "" | "[]" | "{}") {
-                println!("    {col}: {text}");
-            }
-        }
-    }
-
-    fn map_get(v: &Value, key: &str) -> Option<String> {
-        v.get(1)?
-            .as_array()?
-            .iter()
-            .find_map(|kv| (kv.get(0)?.as_str()? == key).then(|| show(&kv[1])))
-    }
-
-    /// OVSDB wire values as `ovn-nbctl list` shows them.
-    fn show(v: &Value) -> String {
-        match v {
-            Value::String(s) => s.clone(),
-            Value::Array(a) if a.len() == 2 && a[0] == "uuid" => show(&a[1]),
-            Value::Array(a) if a.len() == 2 && a[0] == "set" => format!(
-                "[{}]",
-                a[1].as_array()
-                    .map(|x| x.iter().map(show).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default()
-            ),
-            Value::Array(a) if a.len() == 2 && a[0] == "map" => format!(
-                "{{{}}}",
-                a[1].as_array()
-                    .map(|x| {
-                        x.iter()
-                            .map(|kv| format!("{}={}", show(&kv[0]), show(&kv[1])))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default()
-            ),
-            other => other.to_string(),
-        }
-    }
 }

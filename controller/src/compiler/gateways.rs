@@ -3,19 +3,34 @@
 //!
 //! Both follow the recipes proven with real packets on this OVN version
 //! (`../shared/OVN-NOTES.md`):
-//! - An EIP gateway is a gateway router on the external network (a switch with a
-//!   `localnet` port) and on a transit switch shared by the VPCs it serves. It only
-//!   routes: `EIP/32` → the VPC's transit address; no LB and no NAT on it, so it adds no
+//! - An EIP gateway is a router on the external network (a switch with a `localnet`
+//!   port) and on a transit switch shared by the VPCs it serves. It only routes:
+//!   `EIP/32` → the VPC's transit address; no LB and no NAT on it, so it adds no
 //!   conntrack pass (the userspace datapath drops a packet at its 7th recirculation).
 //!   Each VPC's port on the transit switch is a distributed gateway port, the EIP load
 //!   balancer sits on the VPC router (DNAT and un-DNAT both work there), the VPC routes its
 //!   default to the EIP gateway and SNATs its egress. Overlapping VPC CIDRs are fine.
+//!   High availability: the gateway router is *not* pinned (`options:chassis` cannot fail
+//!   over); its external port is a distributed gateway port with the `EipGateway`'s
+//!   chassis priorities, the same priorities as every VPC uplink on its transit switch.
+//!   All those `cr-` ports then live on the one chassis the BFD sessions elect, and move
+//!   together when it dies: the transit switch is an overlay switch, and OVN admits a packet
+//!   into a distributed gateway port only on the chassis where it resides, so the two ends
+//!   of the transit hop must never sit on different chassis. The external switch's router
+//!   port sends gratuitous ARPs (`nat-addresses=router`) from the new chassis, so the
+//!   upstream L2 learns where the gateway's MAC went (measured in `docs/performance.md`).
 //! - The service gateway is one gateway router for the cluster, joined to each VPC that
 //!   has clients or backends of cross-VPC services by a transit switch of its own. It
 //!   carries those services' load balancers with `lb_force_snat_ip=router_ip`: backends
 //!   see its address on their VPC's transit switch and reply through it. It routes every
 //!   backend and client subnet to its VPC, so those CIDRs must not overlap (the validator
 //!   rejects a service that would need it).
+//!   It stays pinned to the highest-priority chassis (no failover yet): on OVN 23.03 its
+//!   HA form does not work. A distributed router rejects `lb_force_snat_ip=router_ip`
+//!   (northd: "bad ip router_ip") and ignores an explicit address; and its distributed
+//!   gateway port, facing the VPCs over overlay switches, admits packets only on its own
+//!   chassis, so clients and backends on other nodes are dropped at `lr_in_admission`
+//!   (both seen with real packets; `docs/compiler.md`, "Gateway high availability").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -140,7 +155,9 @@ pub fn eip_gateway_rows(
         gateway: gw.name.clone(),
         what,
     };
-    let chassis = highest(&gw.chassis).ok_or_else(|| err("no gateway chassis".into()))?;
+    if gw.chassis.is_empty() {
+        return Err(err("no gateway chassis".into()));
+    }
     let transit_gw = gateway(gw.transit)
         .ok_or_else(|| err(format!("transit network {} is too small", gw.transit)))?;
     let ids = |role: &str| names::owner_ids(OwnerKind::EipGateway, &gw.name, role);
@@ -181,9 +198,9 @@ pub fn eip_gateway_rows(
     }
     let router = DesiredRouter {
         name: rname.clone(),
-        // A gateway router: it lives on one chassis (failover of this form is the
-        // multi-node issue's: it needs the external port with gateway-chassis priorities).
-        options: BTreeMap::from([("chassis".to_owned(), chassis.to_owned())]),
+        // Not a gateway router (`options:chassis` cannot fail over): its external port is
+        // a distributed gateway port below.
+        options: BTreeMap::new(),
         external_ids: ids("router"),
         ports: BTreeMap::from([
             (
@@ -192,7 +209,9 @@ pub fn eip_gateway_rows(
                     name: ext_lrp.clone(),
                     mac: mac_for(gw.external.addr()),
                     networks: BTreeSet::from([gw.external.to_string()]),
-                    gateway_chassis: BTreeMap::new(),
+                    // The same priorities as the VPC uplinks (add_eip_uplink): one
+                    // chassis hosts both ends of the transit hop.
+                    gateway_chassis: gw.chassis.clone(),
                     external_ids: ids("external"),
                 },
             ),
@@ -228,7 +247,14 @@ pub fn eip_gateway_rows(
                     external_ids: ids("external"),
                 },
             ),
-            router_link(&ext_sw, &ext_lrp, &ids("external")),
+            {
+                let (n, mut p) = router_link(&ext_sw, &ext_lrp, &ids("external"));
+                // The active chassis announces the gateway's address (gratuitous ARP), also
+                // right after a failover, so the upstream switches learn its new location.
+                p.options
+                    .insert("nat-addresses".to_owned(), "router".to_owned());
+                (n, p)
+            },
         ]),
         lb_groups: BTreeSet::new(),
     };

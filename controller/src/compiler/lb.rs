@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use super::names::{self, OwnerKind};
-use super::topology::{DatapathMode, HashField, Protocol, Service};
+use super::topology::{DatapathMode, HashField, MonitorPort, NativeCheck, Protocol, Service};
 
 /// OVN refuses larger `affinity_timeout` values (ovn-nb(5)).
 pub const MAX_AFFINITY_TIMEOUT: u32 = 65_535;
@@ -50,6 +50,10 @@ pub struct DesiredLb {
     pub selection_fields: BTreeSet<HashField>,
     pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
+    /// OVN-native checks: VIP → its `Load_Balancer_Health_Check` options (empty: none).
+    pub health_checks: BTreeMap<String, BTreeMap<String, String>>,
+    /// `ip_port_mappings`: backend IP → `<lsp>:<monitor source>` (native checks only).
+    pub ip_port_mappings: BTreeMap<String, String>,
 }
 
 /// Why a service can't be compiled. Its rows stay as they were.
@@ -181,10 +185,50 @@ pub fn service_lbs(svc: &Service, mode: DatapathMode) -> Result<Vec<DesiredLb>, 
                 selection_fields: selection_fields.clone(),
                 options,
                 external_ids,
+                health_checks: BTreeMap::new(),
+                ip_port_mappings: BTreeMap::new(),
             });
         }
     }
     Ok(out)
+}
+
+/// Adds OVN-native health checks to a service's load balancers (`healthCheck.native`):
+/// a `Load_Balancer_Health_Check` for every IPv4 VIP of a TCP or UDP row, and the
+/// `ip_port_mappings` of every backend address OVN can monitor (one on a logical switch
+/// port of ours, given by `ports`). OVN 23.03 monitors neither SCTP nor IPv6, and a backend
+/// without a mapping is never monitored (always in the VIP): both are left as they are.
+pub fn add_native_checks(
+    lbs: &mut [DesiredLb],
+    check: &NativeCheck,
+    ports: &BTreeMap<IpAddr, MonitorPort>,
+) {
+    let options = BTreeMap::from([
+        ("interval".to_owned(), check.interval_secs.to_string()),
+        ("timeout".to_owned(), check.timeout_secs.to_string()),
+        ("success_count".to_owned(), check.success_count.to_string()),
+        ("failure_count".to_owned(), check.failure_count.to_string()),
+    ]);
+    for lb in lbs {
+        if !matches!(lb.protocol, Protocol::Tcp | Protocol::Udp) {
+            continue;
+        }
+        for (vip, backends) in &lb.vips {
+            if !vip.parse::<SocketAddr>().is_ok_and(|v| v.ip().is_ipv4()) {
+                continue;
+            }
+            lb.health_checks.insert(vip.clone(), options.clone());
+            for b in backends
+                .split(',')
+                .filter_map(|b| b.parse::<SocketAddr>().ok())
+            {
+                if let Some(p) = ports.get(&b.ip()) {
+                    lb.ip_port_mappings
+                        .insert(b.ip().to_string(), format!("{}:{}", p.lsp, p.source));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,5 +419,84 @@ mod tests {
             service_lbs(&svc, DatapathMode::Default),
             Err(LbError::NoPorts { .. })
         ));
+    }
+
+    #[test]
+    fn native_checks_add_one_health_check_per_ipv4_vip_and_map_only_backends_on_our_ports() {
+        let mut svc = web();
+        svc.cluster_ips.push(ip("fd00:96::100"));
+        svc.ports[0]
+            .backends
+            .push(backend("192.168.9.9", 8080, true));
+        svc.ports.push(ServicePort {
+            name: "sctp".into(),
+            protocol: Protocol::Sctp,
+            port: 9,
+            backends: vec![backend("10.0.1.11", 9, true)],
+        });
+        let mut lbs = service_lbs(&svc, DatapathMode::Default).unwrap();
+        let check = NativeCheck::from_millis(500, 1500, 1, 2);
+        assert_eq!(
+            check,
+            NativeCheck {
+                interval_secs: 1,
+                timeout_secs: 2,
+                success_count: 1,
+                failure_count: 2
+            }
+        );
+        let ports = BTreeMap::from([
+            (
+                ip("10.0.1.11"),
+                MonitorPort {
+                    lsp: "shop.web-1".into(),
+                    source: ip("10.0.1.254"),
+                },
+            ),
+            (
+                ip("10.0.1.12"),
+                MonitorPort {
+                    lsp: "shop.web-2".into(),
+                    source: ip("10.0.1.254"),
+                },
+            ),
+        ]);
+        add_native_checks(&mut lbs, &check, &ports);
+        let tcp = lbs.iter().find(|l| l.protocol == Protocol::Tcp).unwrap();
+        // IPv6 VIPs are not monitored by OVN 23.03: only the IPv4 VIP gets a check.
+        assert_eq!(
+            tcp.health_checks.keys().collect::<Vec<_>>(),
+            ["10.96.0.100:80"]
+        );
+        assert_eq!(
+            tcp.health_checks["10.96.0.100:80"],
+            BTreeMap::from([
+                ("failure_count".to_owned(), "2".to_owned()),
+                ("interval".to_owned(), "1".to_owned()),
+                ("success_count".to_owned(), "1".to_owned()),
+                ("timeout".to_owned(), "2".to_owned()),
+            ])
+        );
+        // The static-like 192.168.9.9 has no port of ours: not mapped, never monitored.
+        assert_eq!(
+            tcp.ip_port_mappings,
+            BTreeMap::from([
+                ("10.0.1.11".to_owned(), "shop.web-1:10.0.1.254".to_owned()),
+                ("10.0.1.12".to_owned(), "shop.web-2:10.0.1.254".to_owned()),
+            ])
+        );
+        let sctp = lbs.iter().find(|l| l.protocol == Protocol::Sctp).unwrap();
+        assert!(sctp.health_checks.is_empty() && sctp.ip_port_mappings.is_empty());
+    }
+
+    #[test]
+    fn the_monitor_source_is_the_last_host_of_an_ipv4_block_and_none_for_ipv6_or_tiny_blocks() {
+        use crate::compiler::topology::monitor_source;
+        let src = |c: &str| monitor_source(c.parse().unwrap());
+        assert_eq!(src("10.0.1.0/24"), Some(ip("10.0.1.254")));
+        assert_eq!(src("10.0.0.0/16"), Some(ip("10.0.255.254")));
+        assert_eq!(src("10.0.0.0/29"), Some(ip("10.0.0.6")));
+        assert_eq!(src("10.0.0.0/30"), None);
+        assert_eq!(src("fd00:1::/64"), None);
     }
 }

@@ -98,6 +98,8 @@ const LR: &str = "Logical_Router";
 const LRP: &str = "Logical_Router_Port";
 const LS: &str = "Logical_Switch";
 const LSP: &str = "Logical_Switch_Port";
+const LBHC: &str = "Load_Balancer_Health_Check";
+const NB_GLOBAL: &str = "NB_Global";
 
 fn str_map(m: &BTreeMap<String, String>) -> Value {
     Value::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -198,7 +200,59 @@ fn lb_row(d: &DesiredLb) -> Row {
         ),
         ("options".to_owned(), str_map(&d.options)),
         ("external_ids".to_owned(), str_map(&d.external_ids)),
+        ("ip_port_mappings".to_owned(), str_map(&d.ip_port_mappings)),
     ])
+}
+
+/// The `Load_Balancer_Health_Check` rows of one load balancer, by VIP. They carry the load
+/// balancer's ownership keys with role `health-check:<vip>`, and are owned through the load
+/// balancer's `health_check` column (non-root rows: dropping the reference deletes them).
+fn hc_rows(d: &DesiredLb) -> BTreeMap<String, Row> {
+    d.health_checks
+        .iter()
+        .map(|(vip, options)| {
+            let mut ids = d.external_ids.clone();
+            ids.insert(names::ROLE_KEY.to_owned(), format!("health-check:{vip}"));
+            let row = Row::from([
+                ("vip".to_owned(), Value::from(vip.as_str())),
+                ("options".to_owned(), str_map(options)),
+                ("external_ids".to_owned(), str_map(&ids)),
+            ]);
+            (vip.clone(), row)
+        })
+        .collect()
+}
+
+/// The MAC OVN's service monitor sends native health checks from, when the operator has
+/// not set one: `0a:58:` + `0.0.255.254`, an address no pod has (pod MACs are `0a:58:` +
+/// their IPv4 address).
+pub const SVC_MONITOR_MAC: &str = "0a:58:00:00:ff:fe";
+
+/// `NB_Global options:svc_monitor_mac`, set only when absent: a value an operator chose is
+/// never overwritten (the mutate `insert` leaves an existing key alone even if another
+/// writer set it after our snapshot).
+fn plan_svc_monitor_mac(snap: &Snapshot, plan: &mut Plan) {
+    for (uuid, row) in snap.rows(NB_GLOBAL) {
+        let has = row
+            .get("options")
+            .and_then(|o| o.map_get("svc_monitor_mac"))
+            .is_some();
+        let already = plan
+            .ops
+            .iter()
+            .any(|op| matches!(op, Operation::Mutate { table, .. } if table == NB_GLOBAL));
+        if !has && !already {
+            plan.ops.push(Operation::Mutate {
+                table: NB_GLOBAL.to_owned(),
+                where_: vec![ops::Condition::uuid(*uuid)],
+                mutations: vec![ops::Mutation::new(
+                    "options",
+                    ops::Mutator::Insert,
+                    Value::map([("svc_monitor_mac", SVC_MONITOR_MAC)]),
+                )],
+            });
+        }
+    }
 }
 
 /// Where a placement's load balancers hang: (table, uuid, column).
@@ -252,6 +306,7 @@ pub fn plan_service(
     for (d, (table, target)) in desired.iter().zip(targets) {
         let role = &d.external_ids[names::ROLE_KEY];
         let want = lb_row(d);
+        let mut lb_have = None;
         let lb_ref = match existing.remove(role).as_deref() {
             Some([keep, extra @ ..]) => {
                 for row in extra {
@@ -261,6 +316,7 @@ pub fn plan_service(
                 }
                 let uuid = uuid_of(keep).ok_or_else(|| bad(owner, LB, "_uuid"))?;
                 converge(plan, LB, uuid, keep, &want);
+                lb_have = Some(&***keep);
                 RowRef::Existing(uuid)
             }
             _ => {
@@ -269,6 +325,28 @@ pub fn plan_service(
                 RowRef::New(name)
             }
         };
+        // Native health checks hang off the row; a check nothing wants (or a hand-made
+        // one of ours) is dropped, a foreign one on the same VIP is reported and left.
+        let hcs = hc_rows(d);
+        if !hcs.is_empty() || lb_have.is_some() {
+            let parent = Parent {
+                table: LB,
+                rref: lb_ref.clone(),
+                have: lb_have,
+            };
+            plan_children(
+                snap,
+                plan,
+                &parent,
+                LBHC,
+                "health_check",
+                ChildKey::Columns(&["vip"]),
+                &hcs,
+            );
+        }
+        if !hcs.is_empty() {
+            plan_svc_monitor_mac(snap, plan);
+        }
         if !set_contains(&target, "load_balancer", &lb_ref) {
             let target_uuid = uuid_of(&target).ok_or_else(|| bad(owner, table, "_uuid"))?;
             plan.ops.push(ops::set_insert(

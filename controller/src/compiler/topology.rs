@@ -166,3 +166,55 @@ pub struct Port {
     pub ips: Vec<IpAddr>,
     pub owner: PortOwner,
 }
+
+/// An OVN-native health check (`healthCheck.native: true`), in OVN's units: a
+/// `Load_Balancer_Health_Check` per VIP with these options. OVN counts in whole seconds,
+/// so sub-second intervals and timeouts are rounded up to 1 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeCheck {
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    pub success_count: u32,
+    pub failure_count: u32,
+}
+
+impl NativeCheck {
+    /// From a service's `healthCheck` (milliseconds → seconds, rounded up, at least 1).
+    pub fn from_millis(
+        interval_millis: u32,
+        timeout_millis: u32,
+        success_count: u32,
+        failure_count: u32,
+    ) -> Self {
+        let secs = |ms: u32| ms.div_ceil(1000).max(1);
+        NativeCheck {
+            interval_secs: secs(interval_millis),
+            timeout_secs: secs(timeout_millis),
+            success_count: success_count.max(1),
+            failure_count: failure_count.max(1),
+        }
+    }
+}
+
+/// Where OVN's native check of one backend address comes from: `ovn-controller` on the
+/// chassis that binds `lsp` sends the probe into the backend's switch from `source` (the
+/// subnet's reserved monitor address) and `NB_Global options:svc_monitor_mac`. It is the
+/// value of `Load_Balancer.ip_port_mappings`: `<backend ip>` → `<lsp>:<source>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorPort {
+    pub lsp: String,
+    pub source: IpAddr,
+}
+
+/// The address of a subnet reserved as the source of OVN-native health checks: the last
+/// host of an IPv4 block (`10.0.1.254` in `10.0.1.0/24`). Fixed by the CIDR, so it needs no
+/// state to survive a restart; IPAM never hands it out. `None` for IPv6 (OVN 23.03's service
+/// monitor is IPv4 only) and for blocks too small to spare it (/31, /32).
+pub fn monitor_source(cidr: ipnet::IpNet) -> Option<IpAddr> {
+    match cidr {
+        ipnet::IpNet::V4(n) if n.prefix_len() <= 29 => Some(IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(n.broadcast()) - 1,
+        ))),
+        _ => None,
+    }
+}

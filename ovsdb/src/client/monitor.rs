@@ -36,6 +36,12 @@ pub enum UpdateFormat {
 /// What a monitor feeds. Called in the connection's reader task: must not block.
 pub trait MonitorTarget: Send + Sync + 'static {
     fn apply(&self, format: UpdateFormat, table_updates: &Value) -> Result<(), String>;
+    /// Like [`MonitorTarget::apply`], taking the updates by value (the initial monitor
+    /// reply): a target that can consume them frees the JSON tree as it reads it, instead
+    /// of holding the tree and its own copy at once.
+    fn apply_owned(&self, format: UpdateFormat, table_updates: Value) -> Result<(), String> {
+        self.apply(format, &table_updates)
+    }
     /// Forget everything (before a full reload).
     fn clear(&self);
     fn set_last_txn_id(&self, id: Option<String>);
@@ -50,6 +56,14 @@ impl MonitorTarget for crate::cache::Cache {
             UpdateFormat::V2 => crate::cache::UpdateKind::Update2,
         };
         crate::cache::Cache::apply(self, kind, table_updates).map_err(|e| error_chain(&e))
+    }
+
+    fn apply_owned(&self, format: UpdateFormat, table_updates: Value) -> Result<(), String> {
+        let kind = match format {
+            UpdateFormat::V1 => crate::cache::UpdateKind::Update,
+            UpdateFormat::V2 => crate::cache::UpdateKind::Update2,
+        };
+        crate::cache::Cache::apply_owned(self, kind, table_updates).map_err(|e| error_chain(&e))
     }
 
     fn clear(&self) {
@@ -205,11 +219,11 @@ fn apply_monitor_reply(
     st: &MonitorState,
     method: MonitorMethod,
     had_last: bool,
-    v: Value,
+    mut v: Value,
 ) -> Result<bool, Error> {
-    let bad = |why: &str| Error::UnexpectedReply {
+    let bad = |why: &str, v: &Value| Error::UnexpectedReply {
         method: format!("{method:?} ({why})"),
-        reply: crate::jsonrpc::excerpt(&v),
+        reply: crate::jsonrpc::excerpt(v),
     };
     let cache_err = |e: String| Error::Cache(format!("monitor {}: {e}", st.id));
     match method {
@@ -217,15 +231,21 @@ fn apply_monitor_reply(
             let found = v
                 .get(0)
                 .and_then(Value::as_bool)
-                .ok_or_else(|| bad("found is not a boolean"))?;
+                .ok_or_else(|| bad("found is not a boolean", &v))?;
             let txn = v.get(1).and_then(Value::as_str).map(str::to_owned);
-            let updates = v.get(2).ok_or_else(|| bad("no table updates"))?;
+            // Taken out of the reply by value: the cache consumes the tree as it reads it
+            // (for a big initial reply, the tree and the cache at once is the peak RSS).
+            let updates = match v.get_mut(2) {
+                Some(u) => u.take(),
+                None => return Err(bad("no table updates", &v)),
+            };
+            drop(v);
             let resumed = found && had_last;
             if !resumed {
                 st.target.clear();
             }
             st.target
-                .apply(UpdateFormat::V2, updates)
+                .apply_owned(UpdateFormat::V2, updates)
                 .map_err(cache_err)?;
             st.target.set_last_txn_id(txn);
             Ok(resumed)
@@ -237,7 +257,7 @@ fn apply_monitor_reply(
             } else {
                 UpdateFormat::V1
             };
-            st.target.apply(fmt, &v).map_err(cache_err)?;
+            st.target.apply_owned(fmt, v).map_err(cache_err)?;
             st.target.set_last_txn_id(None);
             Ok(false)
         }

@@ -7,6 +7,13 @@
 //! never share a tap. The script records everything it starts; dropping the [`Sandbox`] runs
 //! `down`, which stops exactly that (also when the test panics: drop runs during unwinding).
 //!
+//! With [`SandboxOptions::nodes`] > 1 there are several chassis, each in a netns of its own,
+//! joined by an underlay (Geneve through OVS userspace tunnelling): [`Sandbox::node`] tells
+//! each node's names, [`Sandbox::add_pod_on`] puts a pod behind a chosen node's br-int,
+//! [`Sandbox::node_tool`] runs ctl tools against a node's daemons, and
+//! [`Sandbox::kill_node_daemon`] / [`Sandbox::node_start`] stop and restart a node's
+//! `ovs-vswitchd` or `ovn-controller` (failover tests).
+//!
 //! The script is the single implementation (tests, the demo and people at a shell use the
 //! same one); this module parses its `env` output and wraps the ctl tools with the sandbox's
 //! databases and run dirs set explicitly.
@@ -77,8 +84,29 @@ pub enum SandboxError {
 pub struct SandboxOptions {
     /// `Some(3)`: NB as a 3-member RAFT cluster. Other sizes are refused.
     pub clustered: Option<u8>,
-    /// Chassis name (`system-id`); default `ycs-<id>`.
+    /// Chassis name (`system-id`); default `ycs-<id>`. Node K > 1 is `<name>-nK`.
     pub name: Option<String>,
+    /// How many chassis (1..=4); `None` = 1, the single-node layout.
+    pub nodes: Option<u8>,
+    /// MTU of the underlay between the nodes (1280..=9000); `None` = 1500.
+    pub underlay_mtu: Option<u32>,
+}
+
+/// One chassis of a sandbox (node 1 is the single-node chassis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// 1-based.
+    pub index: u8,
+    /// The netns its daemons, bridges and taps live in.
+    pub netns: String,
+    /// Its `system-id`, the SB chassis name.
+    pub chassis: String,
+    /// `unix:` remote of its Open_vSwitch database.
+    pub ovs_db: String,
+    /// Its run dir (pidfiles, unixctl sockets, `br-int.mgmt`).
+    pub rundir: PathBuf,
+    /// Its Geneve endpoint (`ovn-encap-ip`): `127.0.0.1` alone, `192.168.100.K` with several.
+    pub encap_ip: String,
 }
 
 /// Bounds for the script and the ctl tools: generous for a loaded 2-core machine, but finite.
@@ -201,6 +229,16 @@ impl Sandbox {
                 "clustered: Some({n}): only a 3-member NB cluster is supported"
             )));
         }
+        if let Some(n) = options.nodes.filter(|n| !(1..=4).contains(n)) {
+            return Err(SandboxError::Options(format!(
+                "nodes: Some({n}): a sandbox has 1 to 4 nodes"
+            )));
+        }
+        if let Some(m) = options.underlay_mtu.filter(|m| !(1280..=9000).contains(m)) {
+            return Err(SandboxError::Options(format!(
+                "underlay_mtu: Some({m}): must be 1280..=9000"
+            )));
+        }
         require_root("an OVN sandbox")?;
         let dir = tempfile::Builder::new()
             .prefix("ycs")
@@ -218,6 +256,14 @@ impl Sandbox {
         }
         if let Some(name) = &options.name {
             argv.extend(["--name", name]);
+        }
+        let nodes = options.nodes.map(|n| n.to_string());
+        if let Some(n) = &nodes {
+            argv.extend(["--nodes", n]);
+        }
+        let mtu = options.underlay_mtu.map(|m| m.to_string());
+        if let Some(m) = &mtu {
+            argv.extend(["--underlay-mtu", m]);
         }
         // if up fails half-way the script has already run `down` itself
         let up_output = netns::run(&argv, UP_TIMEOUT)?;
@@ -356,6 +402,98 @@ impl Sandbox {
         self.tool_with("ovn-trace", &[&db], args)
     }
 
+    /// How many nodes (chassis) the sandbox has.
+    pub fn nodes(&self) -> u8 {
+        self.env
+            .get("YCLOUD_NODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// Node `index` (1-based), or `None` if the sandbox has no such node.
+    pub fn node(&self, index: u8) -> Option<Node> {
+        if index == 0 || index > self.nodes() {
+            return None;
+        }
+        let key = |what: &str| format!("YCLOUD_NODE{index}_{what}");
+        let get = |what: &str| self.env.get(&key(what)).ok().map(str::to_owned);
+        Some(Node {
+            index,
+            netns: get("NETNS")?,
+            chassis: get("CHASSIS")?,
+            ovs_db: get("OVS_DB")?,
+            rundir: PathBuf::from(get("RUNDIR")?),
+            encap_ip: get("ENCAP_IP")?,
+        })
+    }
+
+    fn node_or_err(&self, index: u8) -> Result<Node, SandboxError> {
+        self.node(index).ok_or_else(|| {
+            SandboxError::Options(format!(
+                "node {index}: the sandbox has {} node(s)",
+                self.nodes()
+            ))
+        })
+    }
+
+    /// Runs an OVS/OVN tool against node `index`'s daemons: its run/db dirs replace node 1's
+    /// in the environment, so `ovs-appctl -t ovs-vswitchd`, `ovs-vsctl`, `ovs-ofctl … br-int`
+    /// and `ovn-appctl -t ovn-controller` talk to that node.
+    pub fn node_tool(&self, index: u8, argv: &[&str]) -> Result<String, SandboxError> {
+        let node = self.node_or_err(index)?;
+        let run = node.rundir.to_string_lossy().into_owned();
+        let db = node
+            .rundir
+            .parent()
+            .map(|d| d.join("db").to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .vars()
+            .map(|(k, v)| match k {
+                "OVS_RUNDIR" | "OVN_RUNDIR" => (k, run.as_str()),
+                "OVS_DBDIR" | "OVN_DBDIR" => (k, db.as_str()),
+                "YCLOUD_OVS_DB" => (k, node.ovs_db.as_str()),
+                _ => (k, v),
+            })
+            .collect();
+        netns::run_with_env(argv, &env, CTL_TIMEOUT)
+    }
+
+    /// The pid of node `index`'s `daemon` (`ovs-vswitchd`, `ovn-controller`, `ovsdb-server`)
+    /// from its pidfile, if that process runs.
+    pub fn node_daemon_pid(&self, index: u8, daemon: &str) -> Option<u32> {
+        let node = self.node(index)?;
+        let pid: u32 = fs::read_to_string(node.rundir.join(format!("{daemon}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(daemon)
+            .then_some(pid)
+    }
+
+    /// Kills node `index`'s `daemon` with SIGKILL (a crash: no clean shutdown, no BFD
+    /// goodbye), by the pid in its pidfile. Returns that pid.
+    pub fn kill_node_daemon(&self, index: u8, daemon: &str) -> Result<u32, SandboxError> {
+        let pid = self
+            .node_daemon_pid(index, daemon)
+            .ok_or_else(|| SandboxError::Options(format!("node {index}: {daemon} does not run")))?;
+        netns::run(&["kill", "-KILL", &pid.to_string()], CTL_TIMEOUT)?;
+        Ok(pid)
+    }
+
+    /// Starts node `index`'s `ovs-vswitchd` and `ovn-controller` again where they do not
+    /// run (`ovn-sandbox.sh node-start`); `down` stops them as usual.
+    pub fn node_start(&self, index: u8) -> Result<String, SandboxError> {
+        self.node_or_err(index)?;
+        let k = index.to_string();
+        self.script_cmd(&["node-start", &k])
+    }
+
     /// Waits until every chassis has caught up with NB (`ovn-nbctl --wait=hv sync`).
     pub fn wait_hv_sync(&self) -> Result<(), SandboxError> {
         self.nbctl(&["--wait=hv", "sync"]).map(drop)
@@ -385,9 +523,33 @@ impl Sandbox {
         Ok(self.pod_guard(spec.name, spec.address, spec.mac))
     }
 
+    /// [`Sandbox::add_pod`] behind node `node`'s br-int (the pod's netns name does not
+    /// depend on the node: `<node 1 netns>-<name>`).
+    pub fn add_pod_on(&self, node: u8, spec: &PodSpec) -> Result<Pod, SandboxError> {
+        self.node_or_err(node)?;
+        let k = node.to_string();
+        let mut args = vec![
+            "pod-add",
+            spec.name,
+            spec.switch,
+            spec.mac,
+            spec.address,
+            spec.gateway,
+            "--node",
+            &k,
+        ];
+        let mtu = spec.mtu.map(|m| m.to_string());
+        if let Some(m) = &mtu {
+            args.extend(["--mtu", m]);
+        }
+        self.script_cmd(&args)?;
+        Ok(self.pod_guard(spec.name, spec.address, spec.mac))
+    }
+
     /// Adds a host on the sandbox's external network: netns `<node netns>-<name>` with `eth0`,
     /// its veth peer a port of `br-ex` (bridge mapping `external:br-ex`, so a localnet LSP
     /// with `network_name=external` reaches it). No LSP: it stands for the world outside OVN.
+    /// With several nodes it hangs on the external segment every node's `br-ex` reaches.
     pub fn add_outside(&self, spec: &OutsideSpec) -> Result<Pod, SandboxError> {
         let mut args = vec!["outside-add", spec.name, spec.mac, spec.address];
         if let Some(gw) = spec.gateway {
@@ -637,9 +799,70 @@ export YCLOUD_SB_TCP=tcp:127.0.0.1:4242
     fn only_a_three_member_cluster_is_accepted() {
         let err = Sandbox::up(SandboxOptions {
             clustered: Some(5),
-            name: None,
+            ..Default::default()
         })
         .unwrap_err();
         assert!(err.to_string().contains("only a 3-member"), "{err}");
+    }
+
+    #[test]
+    fn node_counts_and_underlay_mtus_out_of_range_are_refused_before_anything_starts() {
+        for (opts, want) in [
+            (
+                SandboxOptions {
+                    nodes: Some(5),
+                    ..Default::default()
+                },
+                "1 to 4 nodes",
+            ),
+            (
+                SandboxOptions {
+                    nodes: Some(0),
+                    ..Default::default()
+                },
+                "1 to 4 nodes",
+            ),
+            (
+                SandboxOptions {
+                    underlay_mtu: Some(1000),
+                    ..Default::default()
+                },
+                "1280..=9000",
+            ),
+        ] {
+            let err = Sandbox::up(opts).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn per_node_env_variables_describe_each_node() {
+        let text = "\
+export YCLOUD_NODES='2'
+export YCLOUD_NODE2_NETNS='ycs-abc.n2'
+export YCLOUD_NODE2_CHASSIS='ycs-abc-n2'
+export YCLOUD_NODE2_OVS_DB='unix:/tmp/x/node2/run/db.sock'
+export YCLOUD_NODE2_RUNDIR='/tmp/x/node2/run'
+export YCLOUD_NODE2_ENCAP_IP='192.168.100.2'
+";
+        let sb = Sandbox {
+            env: SandboxEnv::parse(text).unwrap(),
+            script: sandbox_script(),
+            nb_unix: vec![],
+            nb_tcp: vec![],
+            dir: None,
+            dir_path: PathBuf::from("/nonexistent"),
+            up_output: String::new(),
+        };
+        assert_eq!(sb.nodes(), 2);
+        let n2 = sb.node(2).unwrap();
+        assert_eq!(n2.netns, "ycs-abc.n2");
+        assert_eq!(n2.chassis, "ycs-abc-n2");
+        assert_eq!(n2.encap_ip, "192.168.100.2");
+        assert_eq!(n2.rundir, Path::new("/tmp/x/node2/run"));
+        assert_eq!(sb.node(3), None);
+        assert_eq!(sb.node(0), None);
+        // node 1's variables are missing from this sample: no half-filled node
+        assert_eq!(sb.node(1), None);
     }
 }

@@ -1,0 +1,481 @@
+//! What the control-plane benchmarks (`sync`, `churn`) share: the workload written as
+//! manifests, the real `ycloud-controller` binary in manifest mode as a child process, the
+//! NB server, the raw floor, the per-service `ovn-nbctl` baseline, `/proc` readings and the
+//! JSON-line output.
+//!
+//! The workload is one VPC of 20 subnets and N ClusterIP services, each with 2 TCP ports
+//! and 8 static backends spread over the subnets (static backends: the service rows are
+//! what is measured, with no pod ports in NB, so the baselines write the same rows).
+//! Cluster IPs are allocated by the controller (as Kubernetes users get them); the
+//! `ovn-nbctl` baseline uses addresses of the same range. Services go 100 to a file: a change rewrites one file of 100 services, as an operator
+//! editing manifests would, and the directory poll reads every file anyway.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
+
+pub const SUBNETS: usize = 20;
+pub const BACKENDS: usize = 8;
+pub const PER_FILE: usize = 100;
+pub const NS: &str = "bench";
+
+/// The address of backend `slot` (0.., unique): spread over the 20 subnets
+/// 10.16.0.0/16 … 10.35.0.0/16.
+pub fn backend_ip(slot: usize) -> String {
+    let subnet = slot % SUBNETS;
+    let host = slot / SUBNETS + 2;
+    format!("10.{}.{}.{}", 16 + subnet, host / 250, host % 250 + 2)
+}
+
+/// The VIP the `ovn-nbctl` baseline gives service `s` (the controller allocates its own
+/// from the same /16).
+pub fn cluster_ip(s: usize) -> String {
+    format!("10.96.{}.{}", s / 250, s % 250 + 1)
+}
+
+pub fn lb_name(s: usize) -> String {
+    format!("ysvc:{NS}/svc-{s}:tcp:cluster")
+}
+
+/// The services' backends (slot numbers), kept to rewrite a file after a change.
+pub struct Workload {
+    pub dir: tempfile::TempDir,
+    pub backends: Vec<Vec<usize>>,
+    /// Next unused backend slot (changes take fresh addresses).
+    pub next_slot: usize,
+}
+
+impl Workload {
+    pub fn write(n: usize) -> Workload {
+        let dir = tempfile::Builder::new()
+            .prefix("ycloud-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let mut topo = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\n\
+             apiVersion: ycloud.io/v1alpha1\nkind: Vpc\nmetadata: {{name: {NS}}}\n\
+             spec: {{serviceCIDRs: [10.96.0.0/16], namespaces: [{NS}]}}\n"
+        );
+        for i in 0..SUBNETS {
+            topo.push_str(&format!(
+                "---\napiVersion: ycloud.io/v1alpha1\nkind: Subnet\nmetadata: {{name: s{i}}}\n\
+                 spec: {{vpc: {NS}, cidrBlocks: [10.{}.0.0/16]}}\n",
+                16 + i
+            ));
+        }
+        std::fs::write(dir.path().join("00-topology.yaml"), topo).expect("write topology");
+        let backends: Vec<Vec<usize>> = (0..n)
+            .map(|s| (0..BACKENDS).map(|b| s * BACKENDS + b).collect())
+            .collect();
+        let w = Workload {
+            dir,
+            backends,
+            next_slot: n * BACKENDS,
+        };
+        for f in 0..n.div_ceil(PER_FILE) {
+            w.write_file(f);
+        }
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn services(&self) -> usize {
+        self.backends.len()
+    }
+
+    fn service_yaml(&self, s: usize, out: &mut String) {
+        out.push_str(&format!(
+            "---\napiVersion: ycloud.io/v1alpha1\nkind: YusurService\n\
+             metadata: {{name: svc-{s}, namespace: {NS}}}\nspec:\n  scenarios: [ClusterIP]\n  \
+             ports:\n  \
+             - {{name: http, protocol: TCP, port: 80, targetPort: 8080}}\n  \
+             - {{name: https, protocol: TCP, port: 443, targetPort: 8443}}\n  staticBackends:\n"
+        ));
+        for &b in &self.backends[s] {
+            out.push_str(&format!("  - {{address: {}}}\n", backend_ip(b)));
+        }
+    }
+
+    /// Writes file `f` whole and renames it into place, so the controller never reads a
+    /// half-written file.
+    fn write_file(&self, f: usize) {
+        let mut text = String::new();
+        let end = ((f + 1) * PER_FILE).min(self.services());
+        for s in f * PER_FILE..end {
+            self.service_yaml(s, &mut text);
+        }
+        let tmp = self.path().join(format!(".svc-{f:04}.tmp"));
+        std::fs::write(&tmp, text).expect("write services");
+        std::fs::rename(&tmp, self.path().join(format!("10-svc-{f:04}.yaml"))).expect("rename");
+    }
+
+    /// Replaces one backend of service `s` with a fresh address; returns that address.
+    pub fn change_backend(&mut self, s: usize, which: usize) -> String {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        self.backends[s][which % BACKENDS] = slot;
+        self.write_file(s / PER_FILE);
+        backend_ip(slot)
+    }
+}
+
+/// `ycloud-controller` in manifest mode as our child; SIGKILLed and reaped on drop.
+pub struct ControllerProc {
+    pub child: Child,
+    pub metrics: String,
+    pub log: PathBuf,
+}
+
+impl ControllerProc {
+    pub fn start(w: &Workload, nb: &OvsdbServer, poll_ms: u64) -> ControllerProc {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let metrics = format!("127.0.0.1:{port}");
+        let log = w.path().join(".controller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
+            .arg(format!("--source=dir:{}", w.path().display()))
+            .arg(format!("--nb={}", nb.unix_remote()))
+            .arg(format!("--poll-ms={poll_ms}"))
+            .arg(format!("--metrics-addr={metrics}"))
+            .arg("--log-format=json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn ycloud-controller");
+        ControllerProc {
+            child,
+            metrics,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a pass wrote nothing (the echo of its own writes has been seen and
+    /// nothing is left to do), up to `limit`; returns whether it came.
+    pub fn wait_steady(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let p = self.passes();
+            if p.len() >= 2 && p.last().is_some_and(|l| l[3] == 0) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The controller's counters (`/metrics`), by name.
+    pub fn counters(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let Ok(mut s) = TcpStream::connect(&self.metrics) else {
+            return out;
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((k, v)) = line.rsplit_once(' ')
+                && let Ok(v) = v.trim().parse::<f64>()
+            {
+                out.insert(k.to_owned(), v);
+            }
+        }
+        out
+    }
+
+    /// The controller's own log lines of its reconcile passes: (elapsed_ms, resolve_ms,
+    /// status_ms, ops) of each.
+    pub fn passes(&self) -> Vec<[u64; 4]> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+            .filter(|j| j["fields"]["message"] == "reconciled")
+            .map(|j| {
+                let f = |k: &str| j["fields"][k].as_u64().unwrap_or(0);
+                [f("elapsed_ms"), f("resolve_ms"), f("status_ms"), f("ops")]
+            })
+            .collect()
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident and peak resident memory (KiB) and CPU time (user + system) of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub cpu: Duration,
+    pub at: Instant,
+}
+
+pub fn proc_stat(pid: u32) -> ProcStat {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 14th and 15th fields, i.e. the 12th and 13th after ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // The kernel's USER_HZ is 100 on every Linux we run on.
+    ProcStat {
+        rss_kib: kib("VmRSS:"),
+        hwm_kib: kib("VmHWM:"),
+        cpu: Duration::from_millis(ticks * 10),
+        at: Instant::now(),
+    }
+}
+
+/// CPU share (1.0 = one core) between two readings.
+pub fn cpu_share(a: &ProcStat, b: &ProcStat) -> f64 {
+    (b.cpu.as_secs_f64() - a.cpu.as_secs_f64()) / (b.at - a.at).as_secs_f64().max(1e-9)
+}
+
+fn sock(nb: &OvsdbServer) -> String {
+    nb.unix_remote()
+        .strip_prefix("unix:")
+        .expect("unix remote")
+        .to_owned()
+}
+
+/// One JSON-RPC request on a fresh connection to the server's socket; the reply's result.
+pub fn raw_request(nb: &OvsdbServer, method: &str, params: Json) -> (Json, Duration) {
+    let req = json!({"method": method, "params": params, "id": 1});
+    let bytes = serde_json::to_vec(&req).expect("encode");
+    let mut s = UnixStream::connect(sock(nb)).expect("connect raw");
+    let t = Instant::now();
+    s.write_all(&bytes).expect("write");
+    // Buffered, as any real client reads.
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, &mut s))
+            .into_iter::<Json>();
+    loop {
+        let msg = de.next().expect("reply").expect("json");
+        if msg.get("id") == Some(&json!(1)) {
+            let result = msg["result"].clone();
+            assert!(
+                msg["error"].is_null() && !result.to_string().contains("\"error\""),
+                "{method} failed: {}",
+                msg.to_string().chars().take(300).collect::<String>()
+            );
+            return (result, t.elapsed());
+        }
+    }
+}
+
+/// Blocks in the server until the load balancer of service `s` exists (an OVSDB `wait`):
+/// no polling, the server answers the moment the row is committed.
+pub fn wait_for_lb(nb: &OvsdbServer, s: usize) {
+    raw_request(
+        nb,
+        "transact",
+        json!(["OVN_Northbound", {
+            "op": "wait", "timeout": 3_600_000, "table": "Load_Balancer",
+            "where": [["name", "==", lb_name(s)]], "columns": ["name"],
+            "until": "!=", "rows": []
+        }]),
+    );
+}
+
+/// The raw floor: every row now in `from` inserted into a fresh NB in one `transact`
+/// request written to its socket (UUID references become named UUIDs). Returns the time
+/// and the request's size.
+pub fn floor(from: &OvsdbServer) -> (Duration, usize, usize) {
+    let dump = from.dump_json();
+    let mut uuids = BTreeSet::new();
+    for rows in dump.as_object().expect("tables").values() {
+        for u in rows.as_object().expect("rows").keys() {
+            uuids.insert(u.clone());
+        }
+    }
+    fn rename(v: &mut Json, uuids: &BTreeSet<String>) {
+        match v {
+            Json::Array(a) => {
+                if a.len() == 2
+                    && a[0] == "uuid"
+                    && let Some(u) = a[1].as_str()
+                    && uuids.contains(u)
+                {
+                    *v = json!(["named-uuid", format!("r{}", u.replace('-', "_"))]);
+                    return;
+                }
+                for x in a {
+                    rename(x, uuids);
+                }
+            }
+            Json::Object(o) => {
+                for x in o.values_mut() {
+                    rename(x, uuids);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut params = vec![json!("OVN_Northbound")];
+    let mut rows = 0;
+    for (table, trows) in dump.as_object().expect("tables") {
+        for (u, row) in trows.as_object().expect("rows") {
+            let mut row = row.clone();
+            rename(&mut row, &uuids);
+            params.push(json!({"op": "insert", "table": table, "row": row,
+                "uuid-name": format!("r{}", u.replace('-', "_"))}));
+            rows += 1;
+        }
+    }
+    let params = Json::Array(params);
+    let size = params.to_string().len();
+    let fresh = OvsdbServer::start(SchemaFile::Nb).expect("floor server");
+    let (_, t) = raw_request(&fresh, "transact", params);
+    (t, rows, size)
+}
+
+/// The per-service `ovn-nbctl` way (kube-ovn before libovsdb): per service one
+/// `ovn-nbctl` run that adds the load balancer with its two VIPs and attaches it to a
+/// switch, into a fresh NB. Runs `sample` services; returns the time for them.
+pub fn nbctl_baseline(w: &Workload, sample: usize) -> Duration {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("nbctl server");
+    let db = format!("--db={}", nb.unix_remote());
+    let run = |args: &[String]| {
+        let out = Command::new("ovn-nbctl")
+            .arg(&db)
+            .args(args)
+            .output()
+            .expect("run ovn-nbctl");
+        assert!(
+            out.status.success(),
+            "ovn-nbctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["ls-add".into(), "bench-s0".into()]);
+    let t = Instant::now();
+    for s in 0..sample.min(w.services()) {
+        let name = format!("svc-{s}");
+        let vip = cluster_ip(s);
+        let be = |port: u16| {
+            w.backends[s]
+                .iter()
+                .map(|b| format!("{}:{port}", backend_ip(*b)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        run(&[
+            "lb-add".into(),
+            name.clone(),
+            format!("{vip}:80"),
+            be(8080),
+            "tcp".into(),
+            "--".into(),
+            "lb-add".into(),
+            name.clone(),
+            format!("{vip}:443"),
+            be(8443),
+            "tcp".into(),
+            "--".into(),
+            "ls-lb-add".into(),
+            "bench-s0".into(),
+            name,
+        ]);
+    }
+    t.elapsed()
+}
+
+/// One measurement as a JSON line.
+pub struct Line {
+    pub name: String,
+    pub params: Json,
+    pub value: f64,
+    pub unit: &'static str,
+    pub baseline_name: &'static str,
+    pub baseline: Option<f64>,
+    pub goal: &'static str,
+}
+
+impl Line {
+    pub fn print(&self) {
+        let mut j = json!({"name": self.name, "params": self.params,
+            "value": round(self.value), "unit": self.unit});
+        if let Some(b) = self.baseline {
+            j["baseline"] = json!(round(b));
+            j["baseline_name"] = json!(self.baseline_name);
+            j["ratio"] = json!(round(self.value / b.max(1e-9)));
+        }
+        if !self.goal.is_empty() {
+            j["goal"] = json!(self.goal);
+        }
+        println!("{j}");
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn table(lines: &[Line]) {
+    println!();
+    println!(
+        "{:<30} {:>24} {:>12} {:<5} {:>9}  baseline / goal",
+        "case", "params", "value", "unit", "ratio"
+    );
+    for l in lines {
+        let p = l
+            .params
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let (ratio, base) = match l.baseline {
+            Some(b) => (
+                format!("{:.3}x", l.value / b.max(1e-9)),
+                format!("{} = {b:.1} {}", l.baseline_name, l.unit),
+            ),
+            None => (String::new(), String::new()),
+        };
+        println!(
+            "{:<30} {:>24} {:>12.1} {:<5} {:>9}  {base} {}",
+            l.name, p, l.value, l.unit, ratio, l.goal
+        );
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
