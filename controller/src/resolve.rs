@@ -1457,6 +1457,8 @@ impl Resolver {
                 used_eips.entry(*ip).or_insert_with(|| key.clone());
             }
         }
+        // Per (VPC, service CIDR): the last address this call handed out.
+        let mut lowest_free: BTreeMap<(String, IpNet), IpAddr> = BTreeMap::new();
         for (key, svc, vpc) in valid {
             let Some(v) = store.vpcs.get(vpc) else {
                 continue;
@@ -1499,11 +1501,17 @@ impl Resolver {
                         continue;
                     };
                     let used = used_vips.entry(vpc.clone()).or_default();
-                    let free = cidr
-                        .hosts()
+                    // `used` only grows during this call, so the lowest free address is
+                    // past the last one handed out here: start there (allocating n
+                    // addresses in one pass was O(n²): 2.8 s at 10,000 services).
+                    let from = lowest_free
+                        .get(&(vpc.clone(), *cidr))
+                        .and_then(|ip| next_ip(*ip));
+                    let free = hosts_from(cidr, from)
                         .find(|h| *h != cidr.network() && !used.contains_key(h));
                     if let Some(ip) = free {
                         used.insert(ip, (*key).clone());
+                        lowest_free.insert((vpc.clone(), *cidr), ip);
                         have.push(ip);
                     }
                 }
@@ -1921,6 +1929,20 @@ fn health_checks(
     }
 }
 
+/// The hosts of `cidr` from `from` on; all of them when `from` is `None` or outside it.
+fn hosts_from(cidr: &IpNet, from: Option<IpAddr>) -> ipnet::IpAddrRange {
+    let all = cidr.hosts();
+    match (from, all.clone().next_back()) {
+        (Some(IpAddr::V4(f)), Some(IpAddr::V4(l))) if cidr.contains(&IpAddr::V4(f)) => {
+            ipnet::Ipv4AddrRange::new(f, l).into()
+        }
+        (Some(IpAddr::V6(f)), Some(IpAddr::V6(l))) if cidr.contains(&IpAddr::V6(f)) => {
+            ipnet::Ipv6AddrRange::new(f, l).into()
+        }
+        _ => all,
+    }
+}
+
 fn range_size(first: IpAddr, last: IpAddr) -> u64 {
     match (first, last) {
         (IpAddr::V4(a), IpAddr::V4(b)) => u64::from(u32::from(b).saturating_sub(u32::from(a))) + 1,
@@ -2085,6 +2107,63 @@ metadata: {name: node-1}
     }
 
     type Check = fn(&Resolver, &Resolved);
+
+    #[test]
+    fn cluster_ips_are_the_lowest_free_addresses_and_a_released_one_is_reused() {
+        let svc = |name: &str, fixed: Option<&str>| {
+            format!(
+                "apiVersion: ycloud.io/v1alpha1\nkind: YusurService\nmetadata: {{name: {name}, namespace: ns}}\n\
+                 spec:\n  scenarios: [ClusterIP]\n{}  ports: [{{name: http, protocol: TCP, port: 80}}]\n\
+                 \x20 backends: [{{type: Pod, selector: {{matchLabels: {{app: {name}}}}}}}]\n---\n",
+                fixed
+                    .map(|ip| format!("  clusterIPs: [{ip}]\n"))
+                    .unwrap_or_default()
+            )
+        };
+        let base = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n---\n\
+                    apiVersion: ycloud.io/v1alpha1\nkind: Vpc\nmetadata: {name: v}\n\
+                    spec: {serviceCIDRs: [10.200.0.0/24], namespaces: [ns]}\n---\n";
+        let mut text = base.to_owned() + &svc("fixed", Some("10.200.0.3"));
+        for i in 0..50 {
+            text += &svc(&format!("s{i:03}"), None);
+        }
+        let ips = |out: &Resolved| -> BTreeMap<String, IpAddr> {
+            out.services
+                .iter()
+                .map(|(k, lbs)| {
+                    let vip = lbs[0].vips.keys().next().expect("a VIP").clone();
+                    let ip = vip
+                        .rsplit_once(':')
+                        .expect("ip:port")
+                        .0
+                        .parse()
+                        .expect("an IP");
+                    (k.clone(), ip)
+                })
+                .collect()
+        };
+        let mut store = Store::default();
+        assert!(store.load_yaml(Path::new("a.yaml"), &text).is_empty());
+        let mut r = Resolver::new(Config::default());
+        let first = ips(&r.resolve(&store, &empty_nb()));
+        let mut got: Vec<IpAddr> = first.values().copied().collect();
+        got.sort();
+        let want: Vec<IpAddr> = (1..=51u8).map(|h| IpAddr::from([10, 200, 0, h])).collect();
+        assert_eq!(got, want, "51 services hold .1-.51 (.3 by the fixed one)");
+        assert_eq!(first["ns/fixed"], IpAddr::from([10, 200, 0, 3]));
+
+        // s010 goes, t000 comes: t000 gets the address s010 freed, the others keep theirs.
+        let mut store = Store::default();
+        let text = text.replace(&svc("s010", None), &svc("t000", None));
+        assert!(store.load_yaml(Path::new("a.yaml"), &text).is_empty());
+        let second = ips(&r.resolve(&store, &empty_nb()));
+        assert_eq!(second["ns/t000"], first["ns/s010"]);
+        for (k, ip) in &second {
+            if k != "ns/t000" {
+                assert_eq!(first[k], *ip, "{k} kept its address");
+            }
+        }
+    }
 
     #[test]
     fn resolution_table() {

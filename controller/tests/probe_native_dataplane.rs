@@ -5,13 +5,14 @@
 //! traffic, and comes back when it starts again.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ycloud_testsupport::sandbox::{Pod, PodSpec, Sandbox, SandboxOptions};
+use ycloud_testsupport::sandbox::{Sandbox, SandboxOptions};
 
-const HTTP: Duration = Duration::from_secs(3);
+#[path = "support/manifest.rs"]
+mod manifest;
+use manifest::{Controller, bodies, plug, wait_for};
 
 const MANIFESTS: &str = "
 apiVersion: v1
@@ -53,62 +54,6 @@ kind: Pod
 metadata: {name: client, namespace: shop}
 spec: {containers: [{name: c}]}
 ";
-
-/// The controller as a child process, killed and reaped on drop.
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn plug(sb: &Sandbox, status: &Path, name: &str) -> Pod {
-    let file = status.join(format!("pods/shop/{name}.json"));
-    let net: serde_json::Value = wait_for(
-        &format!("{name}'s annotation"),
-        Duration::from_secs(30),
-        || serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok(),
-    );
-    let s = |v: &serde_json::Value| v.as_str().expect("string").to_owned();
-    sb.add_pod(&PodSpec {
-        name: &s(&net["logicalSwitchPort"]),
-        switch: &s(&net["logicalSwitch"]),
-        mac: &s(&net["mac"]),
-        address: &s(&net["ips"][0]),
-        gateway: &s(&net["gateways"][0]),
-        mtu: None,
-    })
-    .unwrap_or_else(|e| panic!("plugging {name}: {e}"))
-}
-
-fn bodies(from: &Pod, url: &str, n: usize) -> Result<BTreeSet<String>, String> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..n {
-        let body = from
-            .http_get(url, HTTP)
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        seen.insert(
-            body.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
-    Ok(seen)
-}
 
 /// `ip → status` of the SB service monitors.
 fn monitors(sb: &Sandbox) -> Vec<(String, String)> {

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 use ycloud_controller::offload::{OvsCtl, Scope, check};
-use ycloud_testsupport::sandbox::{Pod, PodSpec, Sandbox, SandboxOptions};
+use ycloud_testsupport::fixtures::{pod, router_with_two_switches};
+use ycloud_testsupport::sandbox::{Pod, Sandbox, SandboxOptions};
 
 const MSG: usize = 64;
 const CONNS: usize = 8;
@@ -113,63 +114,6 @@ fn loadgen(addr: &str, conns: usize, secs: f64, kind: &str) {
         json!({"requests": lat.len(), "errors": errors, "secs": secs,
             "p50_us": p(0.5), "p99_us": p(0.99)})
     );
-}
-
-fn router_with_two_switches(sb: &Sandbox) {
-    sb.nbctl(&[
-        "lr-add",
-        "r1",
-        "--",
-        "lrp-add",
-        "r1",
-        "r1-a",
-        "00:00:00:00:01:01",
-        "10.0.1.1/24",
-        "--",
-        "lrp-add",
-        "r1",
-        "r1-b",
-        "00:00:00:00:02:01",
-        "10.0.2.1/24",
-    ])
-    .expect("router r1");
-    for (ls, lrp) in [("a", "r1-a"), ("b", "r1-b")] {
-        let lsp = format!("{ls}-r1");
-        let opt = format!("router-port={lrp}");
-        sb.nbctl(&[
-            "ls-add",
-            ls,
-            "--",
-            "lsp-add",
-            ls,
-            &lsp,
-            "--",
-            "lsp-set-type",
-            &lsp,
-            "router",
-            "--",
-            "lsp-set-addresses",
-            &lsp,
-            "router",
-            "--",
-            "lsp-set-options",
-            &lsp,
-            &opt,
-        ])
-        .unwrap_or_else(|e| panic!("switch {ls}: {e}"));
-    }
-}
-
-fn pod(sb: &Sandbox, name: &str, switch: &str, mac: &str, address: &str, gateway: &str) -> Pod {
-    sb.add_pod(&PodSpec {
-        name,
-        switch,
-        mac,
-        address,
-        gateway,
-        mtu: None,
-    })
-    .unwrap_or_else(|e| panic!("pod {name}: {e}"))
 }
 
 fn run_load(client: &Pod, exe: &str, addr: &str, secs: f64, kind: &str) -> Json {

@@ -6,6 +6,7 @@
 //! - [`sandbox`]: a whole OVN chassis (NB, SB, northd, OVS, ovn-controller) through
 //!   `hack/ovn-sandbox.sh`, plus "pods" in network namespaces.
 
+pub mod fixtures;
 pub mod netns;
 pub mod ovsdb_server;
 pub mod sandbox;
