@@ -779,18 +779,7 @@ impl Resolver {
                 ),
             };
             let Some(v) = effective else {
-                out.status.insert(
-                    oref,
-                    status_err(
-                        problem.unwrap_or_else(|| {
-                            Problem::new(
-                                ycloud_crds::condition::reasons::PENDING,
-                                "no address allocated",
-                            )
-                        }),
-                        None,
-                    ),
-                );
+                out.status.insert(oref, pending(problem));
                 continue;
             };
             let Some(subnet) = subnets.get(&v.spec.subnet) else {
@@ -822,18 +811,7 @@ impl Resolver {
             };
             holders.insert(vnic_owner.clone());
             let Some(alloc) = alloc else {
-                out.status.insert(
-                    oref,
-                    status_err(
-                        problem.unwrap_or_else(|| {
-                            Problem::new(
-                                ycloud_crds::condition::reasons::PENDING,
-                                "no address allocated",
-                            )
-                        }),
-                        None,
-                    ),
-                );
+                out.status.insert(oref, pending(problem));
                 continue;
             };
             let lsp = lsp_name(&meta_ns(&v.metadata), &meta_name(&v.metadata));
@@ -940,18 +918,7 @@ impl Resolver {
                     .cloned(),
             };
             let Some(alloc) = alloc else {
-                out.status.insert(
-                    oref,
-                    status_err(
-                        problem.unwrap_or_else(|| {
-                            Problem::new(
-                                ycloud_crds::condition::reasons::PENDING,
-                                "no address allocated",
-                            )
-                        }),
-                        None,
-                    ),
-                );
+                out.status.insert(oref, pending(problem));
                 continue;
             };
             let lsp = lsp_name(&ns, &name);
@@ -1963,6 +1930,19 @@ fn reason_of(e: &crate::ipam::IpamError) -> &'static str {
         E::UnknownPool { .. } => R::SUBNET_NOT_FOUND,
         E::BadMac { .. } | E::TwoOfOneFamily { .. } => R::INVALID_SPEC,
     }
+}
+
+/// The status of an object with no address: its problem, else "pending".
+fn pending(problem: Option<Problem>) -> ObjectStatus {
+    status_err(
+        problem.unwrap_or_else(|| {
+            Problem::new(
+                ycloud_crds::condition::reasons::PENDING,
+                "no address allocated",
+            )
+        }),
+        None,
+    )
 }
 
 fn status_err(problem: Problem, owner: Option<Owner>) -> ObjectStatus {
