@@ -17,6 +17,8 @@ use ycloud_crds::{NetworkProbe, ProbeBackend, ProbeBackendKind};
 use ycloud_probe::files::{self, ProbeDir};
 use ycloud_probe::{Job, Namespace, Report, Scheduler, SchedulerConfig, status};
 
+#[cfg(feature = "kube")]
+pub mod cluster;
 pub mod pods;
 
 pub use pods::{NetnsEvent, PodNetns, PodNetnsStore};
@@ -144,7 +146,7 @@ impl Runner {
             }
             let key = format!("{}/{}", f.namespace, f.name);
             let generation = f.probe.metadata.generation;
-            let ns = self.namespace_of(&spec.backend);
+            let ns = namespace_of(&self.pods, &self.cfg.node_name, &spec.backend);
             match Job::from_spec(&key, spec, ns, generation) {
                 Ok(job) => {
                     self.invalid.remove(&key);
@@ -199,37 +201,6 @@ impl Runner {
         }
     }
 
-    /// Where the probe of `backend` runs: a pod's (or VM's) own namespace, else the node's.
-    fn namespace_of(&self, backend: &ProbeBackend) -> Namespace {
-        match backend.kind {
-            ProbeBackendKind::Pod | ProbeBackendKind::VM => {
-                let Some(full) = backend.name.as_deref() else {
-                    return Namespace::Unavailable(format!(
-                        "spec.backend.name is missing: cannot tell which {:?}'s network namespace to probe {} from",
-                        backend.kind, backend.address
-                    ));
-                };
-                let Some((ns, name)) = full.split_once('/') else {
-                    return Namespace::Unavailable(format!(
-                        "spec.backend.name {full:?} is not namespace/name"
-                    ));
-                };
-                match self.pods.lookup(ns, name) {
-                    Some(path) => Namespace::Path(path),
-                    None => Namespace::Unavailable(format!(
-                        "no network namespace known for {full} on node {}: ycloud-cnid saw no CNI ADD for it",
-                        self.cfg.node_name
-                    )),
-                }
-            }
-            // Their port is on this node but they have no pod namespace: reachable from
-            // the node (e.g. a VNicIP on the node's network).
-            ProbeBackendKind::BM | ProbeBackendKind::VNicIP | ProbeBackendKind::Static => {
-                Namespace::Current
-            }
-        }
-    }
-
     fn remove_orphan_statuses(&self, all: &BTreeSet<(String, String)>) -> usize {
         let statuses = match files::list_statuses(&self.cfg.status_dir) {
             Ok(s) => s,
@@ -257,6 +228,36 @@ impl Runner {
         let mut k: Vec<String> = self.scheduler.keys().map(str::to_string).collect();
         k.sort();
         k
+    }
+}
+
+/// Where the probe of `backend` runs: a pod's (or VM's) own namespace, else the node's.
+pub fn namespace_of(pods: &PodNetnsStore, node_name: &str, backend: &ProbeBackend) -> Namespace {
+    match backend.kind {
+        ProbeBackendKind::Pod | ProbeBackendKind::VM => {
+            let Some(full) = backend.name.as_deref() else {
+                return Namespace::Unavailable(format!(
+                    "spec.backend.name is missing: cannot tell which {:?}'s network namespace to probe {} from",
+                    backend.kind, backend.address
+                ));
+            };
+            let Some((ns, name)) = full.split_once('/') else {
+                return Namespace::Unavailable(format!(
+                    "spec.backend.name {full:?} is not namespace/name"
+                ));
+            };
+            match pods.lookup(ns, name) {
+                Some(path) => Namespace::Path(path),
+                None => Namespace::Unavailable(format!(
+                    "no network namespace known for {full} on node {node_name}: ycloud-cnid saw no CNI ADD for it"
+                )),
+            }
+        }
+        // Their port is on this node but they have no pod namespace: reachable from
+        // the node (e.g. a VNicIP on the node's network).
+        ProbeBackendKind::BM | ProbeBackendKind::VNicIP | ProbeBackendKind::Static => {
+            Namespace::Current
+        }
     }
 }
 

@@ -124,6 +124,10 @@ fn mock_api(
                     let body = lists.get(&s.path).cloned().unwrap_or_else(|| list(vec![]));
                     send.send_response(json_response(StatusCode::OK, &body));
                 }
+                "PATCH" if s.path.ends_with("/status") && s.path.contains("/networkprobes/") => {
+                    // A probe's status apply (probes::cluster): echo the applied object.
+                    send.send_response(json_response(StatusCode::OK, &s.body));
+                }
                 "PATCH" => {
                     let parts: Vec<&str> = s.path.trim_matches('/').split('/').collect();
                     let key = match parts.as_slice() {
@@ -786,6 +790,7 @@ fn every_call_in_the_table_is_one_the_daemon_makes_and_it_makes_no_other() {
         .expect("store")
         .insert(("ns".into(), "web".into()), BTreeMap::new());
     let (client, mut api) = mock_api(&rt, BTreeMap::new(), store);
+    let client_for_probes = client.clone();
     let ex = rt.block_on(async {
         let c = client.clone();
         let (pods, _node) =
@@ -803,6 +808,30 @@ fn every_call_in_the_table_is_one_the_daemon_makes_and_it_makes_no_other() {
     };
     rt.block_on(ex.put_request("ns", "web", &req))
         .expect("patch");
+    // The probe runner: its watch of this node's NetworkProbes, and a status apply.
+    let probe_client = client_for_probes.clone();
+    let runner = rt.spawn(async move {
+        ycloud_cni::probes::cluster::ClusterRunner::new(
+            ycloud_cni::probes::cluster::ClusterConfig::new("n1".into(), 4),
+            probe_client,
+            Arc::new(ycloud_cni::probes::PodNetnsStore::in_memory()),
+        )
+        .run()
+        .await
+    });
+    let (_, w3) = api.next_watch(&rt, "/apis/ycloud.io/v1alpha1/networkprobes");
+    let st = ycloud_crds::NetworkProbeStatus {
+        healthy: Some(true),
+        ..Default::default()
+    };
+    rt.block_on(ycloud_cni::probes::cluster::apply_status(
+        &client_for_probes,
+        "ns",
+        "web-10-0-0-11-80",
+        &st,
+    ))
+    .expect("status apply");
+    runner.abort();
     api.assert_all_allowed();
     let observed: std::collections::BTreeSet<_> = api.seen().iter().map(Seen::rbac).collect();
     assert_eq!(
@@ -810,6 +839,6 @@ fn every_call_in_the_table_is_one_the_daemon_makes_and_it_makes_no_other() {
         table_calls(),
         "the table grants a call the daemon never makes (or misses one)"
     );
-    drop((w1, w2));
+    drop((w1, w2, w3));
     rt.shutdown_background();
 }

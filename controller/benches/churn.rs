@@ -1,6 +1,6 @@
 //! `hack/bench.sh churn`: the real `ycloud-controller` binary in manifest mode with N
 //! services programmed, then C backend changes at 100/s (each replaces one static backend
-//! of a service by a fresh address and rewrites that service's file). For each change, the
+//! of a service by a fresh address and rewrites that service's file of 100). For each change, the
 //! latency from the file write to the NB commit that holds it (seen by a monitor of our
 //! own on `Load_Balancer`), the NB transactions, ops and bytes the controller sent
 //! (its `/metrics`), and its RSS and CPU under churn. Two sizes, to show whether bytes per
@@ -68,6 +68,7 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     let pending: Pending = Arc::default();
     let before = c.counters();
     let passes_before = c.passes().len();
+    let change_passes_before = c.change_passes().len();
     let s0 = proc_stat(c.pid());
     let started = Instant::now();
 
@@ -157,6 +158,13 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = c.counters();
     let passes: Vec<[u64; 4]> = c.passes().into_iter().skip(passes_before).collect();
+    let change_passes: Vec<[u64; 4]> = c
+        .change_passes()
+        .into_iter()
+        .skip(change_passes_before)
+        .collect();
+    let mut change_us: Vec<f64> = change_passes.iter().map(|p| p[0] as f64).collect();
+    change_us.sort_by(|a, b| a.total_cmp(b));
     let delta = |k: &str| after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0);
     let txns = delta("ycloud_nb_transactions_total");
     let ops = delta("ycloud_nb_transaction_ops_total");
@@ -207,8 +215,12 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     });
     lines.push(Line {
         name: "churn.nb_transactions".into(),
-        params: json!({"services": n, "changes": changes, "passes": passes.len(),
-            "pass_p50_ms": pct(&pass_ms, 0.5), "pass_max_ms": pct(&pass_ms, 1.0)}),
+        params: json!({"services": n, "changes": changes,
+            "full_passes": passes.len(),
+            "full_pass_p50_ms": pct(&pass_ms, 0.5), "full_pass_max_ms": pct(&pass_ms, 1.0),
+            "change_passes": change_passes.len(),
+            "change_pass_p50_us": pct(&change_us, 0.5), "change_pass_p99_us": pct(&change_us, 0.99),
+            "change_pass_max_us": pct(&change_us, 1.0)}),
         value: txns,
         unit: "txns",
         baseline_name: "",

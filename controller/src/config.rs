@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use ycloud_ovsdb::transport::TlsConfig;
 
+use crate::compiler::gateways::BfdTimers;
 use crate::compiler::topology::DatapathMode;
 use crate::reconcile::Options;
 use crate::resolve;
@@ -86,6 +87,19 @@ pub struct Args {
     /// Pool of the EIP gateways' transit networks (/24 each).
     #[arg(long, env = "YCLOUD_EIP_TRANSIT_POOL", default_value = "100.67.0.0/16")]
     pub eip_transit_pool: IpNet,
+    /// BFD `min_rx` of the gateway chassis' sessions, in ms (`NB_Global
+    /// options:bfd-min-rx`). With the two below it bounds how fast a dead gateway chassis
+    /// is noticed: detection = max(min-rx, min-tx) x mult. Unset: NB_Global's key is left
+    /// alone (OVN's default is 1000 ms).
+    #[arg(long, env = "YCLOUD_BFD_MIN_RX_MS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub bfd_min_rx_ms: Option<u32>,
+    /// BFD `min_tx`, in ms (`NB_Global options:bfd-min-tx`). Unset: left alone.
+    #[arg(long, env = "YCLOUD_BFD_MIN_TX_MS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub bfd_min_tx_ms: Option<u32>,
+    /// BFD detection multiplier (`NB_Global options:bfd-mult`), 1..255. Unset: left alone
+    /// (OVN's default is 3).
+    #[arg(long, env = "YCLOUD_BFD_MULT", value_parser = clap::value_parser!(u8).range(1..))]
+    pub bfd_mult: Option<u8>,
     /// Underlay MTU; pods get it minus the Geneve overhead (58) unless their Subnet says.
     #[arg(long, env = "YCLOUD_UNDERLAY_MTU", default_value_t = 1500)]
     pub underlay_mtu: u32,
@@ -270,6 +284,11 @@ impl Args {
             },
             poll: Duration::from_millis(self.poll_ms.max(10)),
             resync: Duration::from_secs(self.resync_secs.max(1)),
+            bfd: BfdTimers {
+                min_rx_ms: self.bfd_min_rx_ms,
+                min_tx_ms: self.bfd_min_tx_ms,
+                mult: self.bfd_mult,
+            },
         })
     }
 }
@@ -319,6 +338,47 @@ mod tests {
         ])
         .expect_err("prio");
         assert!(e.to_string().contains("--svcgw-chassis"), "{e}");
+    }
+
+    #[test]
+    fn bfd_timers_come_from_flags_and_unset_ones_stay_unset() {
+        let o = args(&["--source", "dir:/m", "--nb", "unix:/x"]).expect("ok");
+        assert_eq!(
+            o.bfd,
+            BfdTimers::default(),
+            "no flag: NB_Global is left alone"
+        );
+        let o = args(&[
+            "--source",
+            "dir:/m",
+            "--nb",
+            "unix:/x",
+            "--bfd-min-rx-ms",
+            "100",
+            "--bfd-mult",
+            "5",
+        ])
+        .expect("ok");
+        assert_eq!(
+            o.bfd,
+            BfdTimers {
+                min_rx_ms: Some(100),
+                min_tx_ms: None,
+                mult: Some(5),
+            }
+        );
+        for (flag, bad) in [
+            ("--bfd-min-rx-ms", "0"),
+            ("--bfd-min-tx-ms", "-1"),
+            ("--bfd-mult", "0"),
+            ("--bfd-mult", "256"),
+            ("--bfd-min-tx-ms", "fast"),
+        ] {
+            let arg = format!("{flag}={bad}");
+            let e = Args::try_parse_from(["ycloud-controller", "--source", "dir:/m", &arg])
+                .expect_err(bad);
+            assert!(e.to_string().contains(flag), "{flag} {bad}: {e}");
+        }
     }
 
     #[cfg(feature = "kube")]

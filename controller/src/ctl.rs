@@ -1,7 +1,8 @@
 //! `ycloudctl`'s logic, as a library so tests drive it without parsing a terminal:
 //!
 //! - [`status`]: services, addresses, backends ready/total and conditions, from the status
-//!   files the controller writes in manifest mode;
+//!   files the controller writes in manifest mode, or (feature `kube`, `status_api`) from
+//!   the `.status` of the `YusurService` objects in the API server;
 //! - [`trace`]: a client packet to a service VIP through `ovn-trace` on the live SB, told in
 //!   words (which load balancer, which backend, which NAT, or where it dies);
 //! - [`nb_rows`]: the NB rows a service owns (by its ownership keys);
@@ -11,6 +12,8 @@
 
 pub mod nb_rows;
 pub mod status;
+#[cfg(feature = "kube")]
+pub mod status_api;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -72,6 +75,18 @@ pub enum CtlError {
     ToolTimeout { command: String, timeout: Duration },
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("no Kubernetes API configuration: {0}")]
+    KubeConfig(String),
+    #[error("the API server {server} did not answer within {timeout:?}")]
+    ApiTimeout { server: String, timeout: Duration },
+    #[cfg(feature = "kube")]
+    #[error("{what} on the API server {server}")]
+    Kube {
+        what: String,
+        server: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
 }
 
 pub(crate) const NB: &str = "OVN_Northbound";

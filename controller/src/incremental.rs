@@ -9,15 +9,16 @@
 //! full pass, which the loop keeps for its periodic resync and for NB change events that
 //! are not the echo of our own writes.
 //!
-//! What this does not do yet: resolve only the affected services (an index from pods and
-//! selectors to services); resolution stays a full pass over the store.
-//!
-//! How the reconcile loop uses it (see [`Incremental`]): after the topology phase,
-//! `inc.plan(&snap, &resolved, &in_nb)` instead of `plan_services`; apply as today; then
-//! `inc.commit(&resolved, &failed_owners)`. On a full pass (start, resync, drift), use
-//! `plan_services` and `inc.commit` as well. `inc.reset()` (the next pass plans every
-//! service) after a reconnect that reloaded the cache and whenever the topology phase wrote
-//! something (a service's rows hang off the VPC's load-balancer group).
+//! How the reconcile loop uses it: a full pass (start, periodic resync, NB drift outside
+//! the services' load balancers, a change that needs a full resolve) plans every service
+//! with `plan_services` and records the result with [`Incremental::commit`]. A pass driven
+//! by a change re-resolves only the services the change touches
+//! ([`crate::resolve::Resolver::resolve_changes`]), plans those whose rows differ from the
+//! last applied copy plus the services whose NB rows changed under us
+//! ([`Incremental::plan_some`]), and records them ([`Incremental::commit_some`]). The
+//! topology phase runs only in full passes, so a service's rows never need replanning
+//! because the VPC's load-balancer group moved. `inc.reset()` after a reconnect that
+//! reloaded the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +96,53 @@ impl Incremental {
                 (Owner::Service(key), res.map_err(|e| e.to_string()))
             })
             .collect()
+    }
+
+    /// Between full passes: the plans of the services among `keys` (re-resolved by the
+    /// change) whose desired rows differ from the last applied copy, and of every service
+    /// in `verify` (its rows changed in NB: the echo of our own write plans nothing, a
+    /// drift is repaired). Services kept as they are are never planned.
+    pub fn plan_some(
+        &self,
+        snap: &Snapshot,
+        r: &Resolved,
+        keys: &BTreeSet<String>,
+        verify: &BTreeSet<String>,
+    ) -> Vec<(Owner, Result<Plan, String>)> {
+        let applied = self.applied.as_ref();
+        keys.union(verify)
+            .filter(|k| !r.keep.contains(&Owner::Service((*k).clone())))
+            .filter(|k| {
+                verify.contains(*k) || applied.and_then(|a| a.get(*k)) != r.services.get(*k)
+            })
+            .enumerate()
+            .map(|(i, key)| {
+                let mut p = Plan::new(format!("i{i}_"));
+                let lbs = r.services.get(key).map(Vec::as_slice).unwrap_or(&[]);
+                let res = plan_service(snap, key, lbs, &mut p).map(|()| p);
+                (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
+            })
+            .collect()
+    }
+
+    /// [`Incremental::commit`] for `keys` only (what [`Incremental::plan_some`] covered):
+    /// their rows as applied, a `failed` one forgotten so it is planned again.
+    pub fn commit_some(&mut self, r: &Resolved, keys: &BTreeSet<String>, failed: &BTreeSet<Owner>) {
+        let Some(applied) = &mut self.applied else {
+            return;
+        };
+        for k in keys {
+            let o = Owner::Service(k.clone());
+            if failed.contains(&o) {
+                applied.remove(k);
+            } else if r.keep.contains(&o) {
+                continue;
+            } else if let Some(lbs) = r.services.get(k) {
+                applied.insert(k.clone(), lbs.clone());
+            } else {
+                applied.remove(k);
+            }
+        }
     }
 
     /// Records what reached NB: every service of `r`, except `failed` owners (planned

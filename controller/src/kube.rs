@@ -8,6 +8,7 @@
 
 pub mod api_calls;
 pub mod lease;
+pub mod probes;
 pub mod sink;
 pub mod source;
 

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod error;
 pub mod http;
 pub mod incremental;
+pub mod index;
 pub mod ipam;
 #[cfg(feature = "kube")]
 pub mod kube;

@@ -187,6 +187,8 @@ pub struct ProbeFiles {
     loaded: bool,
     /// The probes no node runs (`spec.backend.node` unset), run here.
     local: Option<LocalProber>,
+    /// Cluster mode: the same, verdicts in memory and in the probes' `/status`.
+    pub cluster: LocalVerdicts,
 }
 
 /// The controller's own prober, for backends no node of ours hosts (static addresses,
@@ -350,6 +352,7 @@ impl ProbeFiles {
             injected: BTreeSet::new(),
             loaded: false,
             local: None,
+            cluster: LocalVerdicts::new(),
         }
     }
 
@@ -476,7 +479,8 @@ impl ProbeFiles {
     }
 
     /// Reads `S/probe-status/` (only files that changed since the last read). Returns
-    /// whether any verdict changed.
+    /// whether any verdict (`healthy` and the generation it is for) changed or went: a
+    /// daemon's periodic rewrite (counters, latency) is not a change, so it costs no pass.
     pub fn read_statuses(&mut self) -> bool {
         let mut changed = false;
         let files = yaml_files(&self.dir.join(STATUS_DIR));
@@ -499,8 +503,13 @@ impl ProbeFiles {
                 });
             match parsed {
                 Ok(st) => {
-                    let old = self.statuses.insert(key.clone(), (stamp, st.clone()));
-                    changed |= old.map(|(_, o)| o.healthy) != Some(st.healthy);
+                    // A verdict is `healthy` for a generation: the same answer for a new
+                    // generation of the probe is a change too (the old one no longer
+                    // counted). Counters and times are not.
+                    let verdict = (st.healthy, st.observed_generation);
+                    let old = self.statuses.insert(key.clone(), (stamp, st));
+                    changed |=
+                        old.map(|(_, o)| (o.healthy, o.observed_generation)) != Some(verdict);
                 }
                 Err(e) => {
                     // A daemon writes by rename, so this is a bad file, not half a file.
@@ -536,6 +545,206 @@ impl ProbeFiles {
                 store.probes.insert(key.clone(), p);
                 self.injected.insert(key.clone());
             }
+        }
+    }
+}
+
+/// Cluster mode: the probes no node runs (`spec.backend.node` unset: static addresses,
+/// VNicIPs and bare-metal servers that no node of ours hosts), run by this controller —
+/// the leader, since only it plans — with the same `ycloud-probe` scheduler as the node
+/// daemons. It watches the same objects a daemon would (the NetworkProbes the reflector
+/// holds, with their server-assigned generation) and keeps its verdicts in memory: they
+/// reach resolution at once ([`LocalVerdicts::inject`]) and the API server as the probe's
+/// `/status` ([`LocalVerdicts::unpublished`], written by `kube::probes::apply_status`).
+/// The scheduler reports on transitions at once and otherwise at a bounded rate, so the
+/// status writes follow the same bound as a daemon's.
+pub struct LocalVerdicts {
+    scheduler: Option<ycloud_probe::Scheduler>,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
+    /// The latest status of every running probe, filled by the forwarder task.
+    latest: Arc<std::sync::Mutex<BTreeMap<String, NetworkProbeStatus>>>,
+    /// Woken by the forwarder on every report.
+    notify: Arc<tokio::sync::Notify>,
+    /// `(healthy, observedGeneration)` as last handed to resolution.
+    seen: BTreeMap<String, (Option<bool>, Option<i64>)>,
+    /// The status last written to the API server, per probe.
+    published: BTreeMap<String, NetworkProbeStatus>,
+}
+
+impl std::fmt::Debug for LocalVerdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalVerdicts")
+            .field("probes", &self.scheduler.as_ref().map_or(0, |s| s.len()))
+            .finish()
+    }
+}
+
+impl Drop for LocalVerdicts {
+    fn drop(&mut self) {
+        if let Some(f) = &self.forwarder {
+            f.abort();
+        }
+    }
+}
+
+impl Default for LocalVerdicts {
+    fn default() -> Self {
+        LocalVerdicts::new()
+    }
+}
+
+impl LocalVerdicts {
+    pub fn new() -> Self {
+        LocalVerdicts {
+            scheduler: None,
+            forwarder: None,
+            latest: Arc::default(),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            seen: BTreeMap::new(),
+            published: BTreeMap::new(),
+        }
+    }
+
+    /// Notified whenever a probe run here reports.
+    pub fn notify(&self) -> Arc<tokio::sync::Notify> {
+        self.notify.clone()
+    }
+
+    /// How many probes this controller runs.
+    pub fn len(&self) -> usize {
+        self.scheduler.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs exactly the node-less probes among `probes` (the reflector's objects) that this
+    /// controller manages; forgets the verdicts of the ones that went. The scheduler starts
+    /// with the first such probe (a cluster without any runs no task for it).
+    pub fn sync(&mut self, probes: &BTreeMap<String, NetworkProbe>) {
+        let mine: BTreeMap<&String, &NetworkProbe> = probes
+            .iter()
+            .filter(|(_, p)| {
+                p.spec.backend.node.is_none()
+                    && p.metadata.deletion_timestamp.is_none()
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(MANAGED_BY_LABEL))
+                        .is_some_and(|v| v == MANAGED_BY)
+            })
+            .collect();
+        if self.scheduler.is_none() {
+            if mine.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+                return;
+            }
+            let (scheduler, mut reports) =
+                ycloud_probe::Scheduler::new(ycloud_probe::SchedulerConfig::default());
+            let latest = self.latest.clone();
+            let notify = self.notify.clone();
+            self.forwarder = Some(tokio::spawn(async move {
+                while let Some(r) = reports.recv().await {
+                    if let Ok(mut l) = latest.lock() {
+                        l.insert(r.key, r.status);
+                    }
+                    notify.notify_one();
+                }
+            }));
+            self.scheduler = Some(scheduler);
+        }
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
+        let gone: Vec<String> = scheduler
+            .keys()
+            .filter(|k| !mine.contains_key(&(*k).to_owned()))
+            .map(str::to_owned)
+            .collect();
+        for k in gone {
+            scheduler.remove(&k);
+            if let Ok(mut l) = self.latest.lock() {
+                l.remove(&k);
+            }
+            self.seen.remove(&k);
+            self.published.remove(&k);
+        }
+        for (key, p) in mine {
+            match ycloud_probe::Job::from_spec(
+                key,
+                &p.spec,
+                ycloud_probe::Namespace::Current,
+                p.metadata.generation,
+            ) {
+                Ok(job) => scheduler.upsert(key, job),
+                Err(e) => tracing::warn!(probe = %key, error = %e, "probe not run"),
+            }
+        }
+    }
+
+    /// Whether a verdict (`healthy` and the generation it is for) changed since the last
+    /// call: a periodic report of the same verdict costs no pass.
+    pub fn changed(&mut self) -> bool {
+        let Ok(latest) = self.latest.lock() else {
+            return false;
+        };
+        let mut changed = false;
+        for (k, st) in latest.iter() {
+            let v = (st.healthy, st.observed_generation);
+            if self.seen.get(k) != Some(&v) {
+                self.seen.insert(k.clone(), v);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Puts the verdicts of the probes run here into the store's probes, over whatever
+    /// status the reflector had (ours, written earlier, or none yet); a verdict of an older
+    /// generation of its probe is not used.
+    pub fn inject(&self, store: &mut Store) {
+        let Ok(latest) = self.latest.lock() else {
+            return;
+        };
+        for (k, st) in latest.iter() {
+            if let Some(p) = store.probes.get_mut(k)
+                && (st.observed_generation.is_none()
+                    || st.observed_generation == p.metadata.generation)
+            {
+                p.status = Some(st.clone());
+            }
+        }
+    }
+
+    /// The statuses not written to the API server yet (or changed since).
+    pub fn unpublished(&self) -> Vec<(String, NetworkProbeStatus)> {
+        let Ok(latest) = self.latest.lock() else {
+            return Vec::new();
+        };
+        latest
+            .iter()
+            .filter(|(k, st)| self.published.get(*k) != Some(*st))
+            .map(|(k, st)| (k.clone(), st.clone()))
+            .collect()
+    }
+
+    /// `status` of `key` is on the API server now.
+    pub fn published(&mut self, key: &str, status: NetworkProbeStatus) {
+        self.published.insert(key.to_owned(), status);
+    }
+}
+
+/// Cluster mode: the reflector puts every NetworkProbe, status and all, into the store. A
+/// verdict counts only for the generation it observed (as in manifest mode): the status of
+/// a probe whose spec changed since is taken out, so its backend stays until the probe's
+/// own first verdict.
+pub fn drop_stale_verdicts(store: &mut Store) {
+    for p in store.probes.values_mut() {
+        let seen = p.status.as_ref().and_then(|s| s.observed_generation);
+        if let (Some(seen), Some(g)) = (seen, p.metadata.generation)
+            && seen != g
+        {
+            p.status = None;
         }
     }
 }
@@ -722,6 +931,13 @@ mod tests {
         .unwrap();
         assert!(files.read_statuses());
         assert!(!files.read_statuses(), "an unchanged file is not a change");
+        // The daemon's periodic rewrite (new counters, same verdict): no pass for it.
+        write_atomic(
+            &st,
+            "observedGeneration: 1\nhealthy: false\nconsecutiveFailures: 9\n",
+        )
+        .unwrap();
+        assert!(!files.read_statuses(), "new counters are not a new verdict");
         files.inject(&mut store);
         let p = &store.probes["shop/web-10-0-1-11-8080"];
         assert_eq!(p.status.as_ref().unwrap().healthy, Some(false));
@@ -739,6 +955,9 @@ mod tests {
         files.inject(&mut store);
         assert!(store.probes.is_empty());
 
+        // The same answer for the new generation is a new verdict.
+        write_atomic(&st, "observedGeneration: 2\nhealthy: false\n").unwrap();
+        assert!(files.read_statuses(), "a verdict for the new generation");
         // Its own verdict counts; then the file goes and so does the verdict.
         write_atomic(&st, "observedGeneration: 2\nhealthy: true\n").unwrap();
         assert!(files.read_statuses());

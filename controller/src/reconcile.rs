@@ -28,8 +28,9 @@ use crate::compiler::names::OwnerKind;
 use crate::compiler::nb;
 use crate::compiler::plan::{Plan, plan_gateway, plan_service, plan_vpc};
 use crate::error::Error;
+use crate::incremental::Incremental;
 use crate::resolve::{self, Owner, Resolved, Resolver, owners_in_nb};
-use crate::source::{DirSource, Loaded};
+use crate::source::{Changes, DirSource};
 use crate::status::{Programming, StatusWriter};
 use crate::store::{ObjectRef, Store};
 
@@ -46,6 +47,8 @@ pub struct Options {
     pub poll: Duration,
     /// A full pass at least this often, changes or not.
     pub resync: Duration,
+    /// BFD timers kept in `NB_Global` (gateway failover speed); unset ones are left alone.
+    pub bfd: crate::compiler::gateways::BfdTimers,
 }
 
 /// Whether this replica may write to NB and the API server now: always in manifest mode,
@@ -96,6 +99,27 @@ pub enum StatusSink {
     Api(Box<crate::kube::sink::ApiSink>),
 }
 
+/// How long a burst of watch events is gathered into one pass (cluster mode).
+const SOURCE_BURST: Duration = Duration::from_millis(5);
+
+/// The service whose load balancer an NB change is about, if it is one of ours.
+fn service_of_change(c: &ycloud_ovsdb::cache::Change) -> Option<String> {
+    if c.table != "Load_Balancer" {
+        return None;
+    }
+    let row = c.new.as_ref().or(c.old.as_ref())?;
+    let ext = |k: &str| {
+        row.get("external_ids")?
+            .map_get(k)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    (ext(crate::compiler::names::OWNER_KEY).as_deref() == Some(crate::compiler::names::OWNER_VALUE)
+        && ext(crate::compiler::names::KIND_KEY).as_deref() == Some(OwnerKind::Service.as_str()))
+    .then(|| ext(crate::compiler::names::NAME_KEY))
+    .flatten()
+}
+
 /// A problem of an object found while reading the source (it does not parse).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SourceProblem {
@@ -143,6 +167,8 @@ impl Default for Backoff {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub reconciles: AtomicU64,
+    /// Passes that resolved and planned everything (the others followed a change).
+    pub full_passes: AtomicU64,
     pub reconcile_errors: AtomicU64,
     pub load_errors: AtomicU64,
     pub object_errors: AtomicU64,
@@ -166,6 +192,7 @@ impl Metrics {
         let b = |a: &AtomicBool| u8::from(a.load(Ordering::Relaxed));
         format!(
             "# TYPE ycloud_reconciles_total counter\nycloud_reconciles_total {}\n\
+             # TYPE ycloud_full_passes_total counter\nycloud_full_passes_total {}\n\
              # TYPE ycloud_errors_total counter\n\
              ycloud_errors_total{{category=\"reconcile\"}} {}\n\
              ycloud_errors_total{{category=\"load\"}} {}\n\
@@ -181,6 +208,7 @@ impl Metrics {
              # TYPE ycloud_synced gauge\nycloud_synced {}\n\
              # TYPE ycloud_leader gauge\nycloud_leader {}\n",
             g(&self.reconciles),
+            g(&self.full_passes),
             g(&self.reconcile_errors),
             g(&self.load_errors),
             g(&self.object_errors),
@@ -315,6 +343,21 @@ pub struct Controller {
     backoff: Backoff,
     /// NetworkProbe files (owned by probe-ctl; see `probe_hooks`).
     probes: crate::probes::ProbeFiles,
+    /// The service rows last applied (for passes driven by a change).
+    inc: Incremental,
+    /// The last pass's result, kept up to date by passes driven by a change.
+    last: Option<Resolved>,
+    /// Objects changed since the last pass.
+    pending: BTreeSet<ObjectRef>,
+    /// Services whose load balancers changed in NB since the last pass (our own writes
+    /// echoed back, or someone else's drift): planned again against the cache.
+    verify: BTreeSet<String>,
+    /// The next pass is a full one.
+    full: bool,
+    /// Set when the NB client reconnected (its cache was reloaded).
+    reconnected: Arc<AtomicBool>,
+    /// `controller.yaml` still names failures of an earlier pass.
+    summary_stale: bool,
 }
 
 impl std::fmt::Debug for Controller {
@@ -345,10 +388,11 @@ impl Controller {
     ) -> Result<Self, Error> {
         let mut config = ClientConfig::new(opts.nb_remotes.clone(), "OVN_Northbound");
         config.tls = opts.nb_tls.clone();
+        let reconnected = Arc::new(AtomicBool::new(false));
         let client = loop {
             match Client::connect(config.clone()).await {
                 Ok((c, events)) => {
-                    track_connection(events, metrics.clone());
+                    track_connection(events, metrics.clone(), reconnected.clone());
                     break c;
                 }
                 // A bad remote or TLS file won't fix itself.
@@ -389,6 +433,13 @@ impl Controller {
             passes: 0,
             backoff: Backoff::default(),
             probes: crate::probes::ProbeFiles::new(&opts_status_dir),
+            inc: Incremental::new(),
+            last: None,
+            pending: BTreeSet::new(),
+            verify: BTreeSet::new(),
+            full: true,
+            reconnected,
+            summary_stale: false,
         })
     }
 
@@ -402,12 +453,14 @@ impl Controller {
         &self.sink
     }
 
-    /// Reads the source when it changed. Returns whether it did.
+    /// Reads the source when it changed. Returns whether it did. The objects that changed
+    /// are remembered for the next pass; a change whose extent is unknown (a first read,
+    /// new or fixed source problems) makes it a full one.
     pub fn refresh(&mut self) -> bool {
         match &mut self.source {
-            Source::Dir(dir) => match dir.poll() {
-                Ok(Some(loaded)) => {
-                    self.take_loaded(loaded);
+            Source::Dir(dir) => match dir.poll_into(&mut self.store) {
+                Ok(Some(changes)) => {
+                    self.take_changes(changes);
                     true
                 }
                 Ok(None) => false,
@@ -424,9 +477,11 @@ impl Controller {
                 self.metrics
                     .load_errors
                     .fetch_add(read.problems.len() as u64, Ordering::Relaxed);
+                // The reflectors hand over a whole store: one comparison per object finds
+                // what changed (far cheaper than resolving everything again).
+                self.pending.extend(self.store.diff(&read.store));
                 self.store = read.store;
-                self.broken = read.broken;
-                self.problems = read
+                let problems: Vec<SourceProblem> = read
                     .problems
                     .into_iter()
                     .filter_map(|(o, message)| {
@@ -436,21 +491,24 @@ impl Controller {
                         })
                     })
                     .collect();
+                if read.broken != self.broken || problems != self.problems {
+                    self.full = true;
+                }
+                self.broken = read.broken;
+                self.problems = problems;
                 true
             }
         }
     }
 
-    fn take_loaded(&mut self, loaded: Loaded) {
-        self.store = loaded.store;
-        self.broken = loaded.broken;
-        for e in &loaded.errors {
+    fn take_changes(&mut self, changes: Changes) {
+        for e in &changes.errors {
             tracing::warn!(error = %e, "manifest not loaded");
         }
         self.metrics
             .load_errors
-            .fetch_add(loaded.errors.len() as u64, Ordering::Relaxed);
-        self.problems = loaded
+            .fetch_add(changes.errors.len() as u64, Ordering::Relaxed);
+        let problems: Vec<SourceProblem> = changes
             .errors
             .iter()
             .filter_map(|e| {
@@ -460,6 +518,15 @@ impl Controller {
                 })
             })
             .collect();
+        match changes.objects {
+            Some(objects) => self.pending.extend(objects),
+            None => self.full = true,
+        }
+        if changes.broken != self.broken || problems != self.problems {
+            self.full = true;
+        }
+        self.broken = changes.broken;
+        self.problems = problems;
     }
 
     /// Whether the source has read everything once (cluster mode: every reflector synced).
@@ -498,11 +565,7 @@ impl Controller {
         let mut was_open = self.gate.is_open();
         // A probe verdict must reach the VIP map fast, not at the next source poll (probe-ctl).
         // Cluster mode gets verdicts from NetworkProbe watches: no files to poll.
-        let probe_verdicts = if self.is_dir() {
-            self.watch_probe_verdicts()
-        } else {
-            Arc::new(tokio::sync::Notify::new())
-        };
+        let probe_verdicts = self.watch_probe_verdicts();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -511,18 +574,32 @@ impl Controller {
                     break;
                 }
                 _ = poll.tick() => {}
-                () = probe_verdicts.notified() => dirty = true,
+                // Only a changed verdict is worth a pass, not a periodic status rewrite.
+                () = probe_verdicts.notified() => dirty |= self.probe_verdicts_changed(),
                 () = self.source_changed() => {
-                    // A burst of watch events (a first list, a rollout) is one pass.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // A burst of watch events (a rollout) is one pass: each read of the
+                    // reflectors costs a comparison of every object, so wait a moment for
+                    // the rest of the burst (a first list needs no wait: no pass runs
+                    // before every reflector has listed).
+                    tokio::time::sleep(SOURCE_BURST).await;
                 }
-                Some(_) = changes.recv() => {
-                    // Drift (or our own writes echoed back): coalesce a burst into one pass.
-                    while changes.try_recv().is_ok() {}
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while changes.try_recv().is_ok() {}
+                Some(first) = changes.recv() => {
+                    // NB changed: a service's load balancer (our own write echoed back, or
+                    // someone else's edit) is planned again on its own; anything else is
+                    // drift of the topology (or our topology writes echoed back): a full
+                    // pass. No wait: whatever came in the same burst is already queued.
+                    self.note_nb_change(&first);
+                    while let Ok(c) = changes.try_recv() {
+                        self.note_nb_change(&c);
+                    }
                     dirty = true;
                 }
+            }
+            if self.reconnected.swap(false, Ordering::Relaxed) {
+                // The cache was reloaded: what it says we applied may not hold any more.
+                self.inc.reset();
+                self.full = true;
+                dirty = true;
             }
             if self.refresh() {
                 dirty = true;
@@ -533,6 +610,7 @@ impl Controller {
                 // A new leader starts with a full (repair) pass.
                 was_open = open;
                 dirty |= open;
+                self.full |= open;
             }
             if !open {
                 // A standby keeps its caches warm: ready once they are synced.
@@ -544,12 +622,22 @@ impl Controller {
                 || retry_at.is_some_and(|t| Instant::now() >= t)
             {
                 dirty = true;
+                self.full = true;
+                // The resync also re-reads every manifest (a rewrite the file stamps
+                // missed is found by its content).
+                // (The only source without the `kube` feature.)
+                #[allow(irrefutable_let_patterns)]
+                if let Source::Dir(dir) = &mut self.source {
+                    dir.forget_stamps();
+                }
             }
             if !dirty || !self.source_synced() {
                 continue;
             }
             dirty = false;
-            last_pass = Instant::now();
+            if self.full {
+                last_pass = Instant::now();
+            }
             retry_at = None;
             let report = self.pass().await;
             if report.needs_retry() {
@@ -588,10 +676,14 @@ impl Controller {
         if plans.is_empty() {
             return 0;
         }
-        let all: Vec<Operation> = plans
-            .iter()
-            .flat_map(|(_, p)| p.ops.iter().cloned())
-            .collect();
+        // One mutate per shared row instead of one per plan (every new service's LB into
+        // the VPC's group): see `merge_reference_inserts`.
+        let all: Vec<Operation> = crate::compiler::plan::merge_reference_inserts(
+            plans
+                .iter()
+                .flat_map(|(_, p)| p.ops.iter().cloned())
+                .collect(),
+        );
         if self.transact(&all).await.is_ok() {
             for (o, p) in &plans {
                 results.insert(o.clone(), programmed(o, p));
@@ -613,6 +705,26 @@ impl Controller {
             }
         }
         n
+    }
+
+    /// The configured BFD timers into `NB_Global` (a cluster-wide setting, no owner of
+    /// its own): a failure is reported and retried like an owner's.
+    async fn apply_bfd(&self, snap: &Snapshot, report: &mut PassReport) -> usize {
+        let mut plan = Plan::new("bfd_");
+        crate::compiler::gateways::plan_bfd(snap, &self.opts.bfd, &mut plan);
+        if plan.is_empty() {
+            return 0;
+        }
+        match self.transact(&plan.ops).await {
+            Ok(()) => plan.ops.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, "NB transaction failed: BFD timers");
+                report
+                    .failed
+                    .insert("nb-global bfd".to_owned(), format!("NB transaction: {e}"));
+                0
+            }
+        }
     }
 
     async fn transact(&self, ops: &[Operation]) -> Result<(), ycloud_ovsdb::Error> {
@@ -643,7 +755,18 @@ impl Controller {
         res.map(|_| ())
     }
 
-    /// One reconcile pass. Does nothing when this replica may not write.
+    /// Notes one NB change for the next pass (see `run`).
+    fn note_nb_change(&mut self, c: &ycloud_ovsdb::cache::Change) {
+        match service_of_change(c) {
+            Some(key) => {
+                self.verify.insert(key);
+            }
+            None => self.full = true,
+        }
+    }
+
+    /// One reconcile pass: driven by the changes since the last one when it can be, else a
+    /// full one. Does nothing when this replica may not write.
     pub async fn pass(&mut self) -> PassReport {
         if !self.gate.is_open() {
             return PassReport {
@@ -651,16 +774,210 @@ impl Controller {
                 ..Default::default()
             };
         }
+        if !self.full_needed()
+            && let Some(report) = self.change_pass().await
+        {
+            return report;
+        }
+        self.full_pass().await
+    }
+
+    /// Whether the next pass must be a full one whatever changed.
+    fn full_needed(&self) -> bool {
+        if self.full || self.last.is_none() || self.pending.iter().any(|o| self.broken.contains(o))
+        {
+            return true;
+        }
+        // Cluster mode: finalizers are added and released by full passes.
+        #[cfg(feature = "kube")]
+        if let Source::Kube(k) = &self.source
+            && (!k.deleting().is_empty() || !k.needs_finalizer().is_empty())
+        {
+            return true;
+        }
+        false
+    }
+
+    /// A pass driven by the changes since the last one: re-resolve only the services they
+    /// touch, plan those whose rows changed and those whose NB rows changed under us,
+    /// write their status only. `None`: the changes need a full pass (nothing was done).
+    async fn change_pass(&mut self) -> Option<PassReport> {
+        let started = Instant::now();
+        let dir = self.is_dir();
+        if dir {
+            // Verdicts of probes change the backends of the services they check.
+            let before = self.store.probes.clone();
+            self.probes_before_resolve();
+            for (k, p) in &self.store.probes {
+                if before.get(k) != Some(p) {
+                    self.pending.insert(ObjectRef::from_key("NetworkProbe", k));
+                }
+            }
+            for k in before
+                .keys()
+                .filter(|k| !self.store.probes.contains_key(*k))
+            {
+                self.pending.insert(ObjectRef::from_key("NetworkProbe", k));
+            }
+        } else {
+            // Cluster mode: the reflector's verdicts, those of an older generation dropped.
+            self.probes_before_resolve();
+        }
+        let mut r = self.last.take()?;
+        // Problems among the services about to be re-resolved, to keep the count (and
+        // `controller.yaml`) without going over every status.
+        let problems = |r: &Resolved, keys: &BTreeSet<String>| {
+            keys.iter()
+                .filter(|k| {
+                    r.status
+                        .get(&ObjectRef::from_key("YusurService", k))
+                        .is_some_and(|st| st.problem.is_some())
+                })
+                .count()
+        };
+        let before = match self.resolver.affected(&self.store, &self.pending) {
+            Some(keys) => problems(&r, &keys),
+            None => 0,
+        };
+        let Some(keys) = self
+            .resolver
+            .resolve_changes(&self.store, &self.pending, &mut r)
+        else {
+            self.last = Some(r);
+            return None;
+        };
+        let after = problems(&r, &keys);
+        self.passes += 1;
+        self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+        if dir {
+            self.probes_after_resolve(&r);
+        }
+        let resolve_us = started.elapsed().as_micros() as u64;
+        let snap = self.cache.snapshot();
+        let mut results: BTreeMap<Owner, Programming> = BTreeMap::new();
+        let mut plans = Vec::new();
+        let mut report = PassReport::default();
+        for (o, p) in self.inc.plan_some(&snap, &r, &keys, &self.verify) {
+            match p {
+                Ok(p) => plans.push((o, p)),
+                Err(e) => {
+                    results.insert(o, Programming::Failed(e));
+                }
+            }
+        }
+        report.ops = self.apply(plans, &mut results).await;
+        let failed: BTreeSet<Owner> = results
+            .iter()
+            .filter(|(_, p)| matches!(p, Programming::Failed(_)))
+            .map(|(o, _)| o.clone())
+            .collect();
+        for (o, res) in &results {
+            if let Programming::Failed(m) = res {
+                report.failed.insert(owner_label(o), m.clone());
+            }
+        }
+        let touched: BTreeSet<String> = keys.union(&self.verify).cloned().collect();
+        self.inc.commit_some(&r, &touched, &failed);
+
+        // Status of the re-resolved services only.
+        let status_started = Instant::now();
+        let mut rows: Vec<StatusRow> = Vec::new();
+        let mut gone: Vec<ObjectRef> = Vec::new();
+        for k in &keys {
+            let o = ObjectRef::from_key("YusurService", k);
+            let Some(st) = r.status.get(&o) else {
+                gone.push(o);
+                continue;
+            };
+            let owner = Owner::Service(k.clone());
+            let programming = match results.get(&owner) {
+                Some(p) => p.clone(),
+                None if r.services.contains_key(k) => Programming::Done,
+                None => Programming::NotAttempted,
+            };
+            rows.push((
+                o.clone(),
+                st.clone(),
+                programming,
+                self.store.generation(&o),
+            ));
+        }
+        match &mut self.sink {
+            StatusSink::Files(w) => {
+                for (o, st, programming, generation) in &rows {
+                    if let Err(e) = w.write(o, st, programming, *generation) {
+                        tracing::warn!(object = %o, error = %e, "status not written");
+                    }
+                }
+                for o in &gone {
+                    if let Err(e) = w.remove(o) {
+                        tracing::warn!(object = %o, error = %e, "status file not removed");
+                    }
+                }
+            }
+            #[cfg(feature = "kube")]
+            StatusSink::Api(_) => {
+                self.write_api(&rows, &Resolved::default(), &mut report)
+                    .await;
+                // The NetworkProbes of every service (unchanged ones cost no request).
+                self.probes_to_api(&r, &mut report).await;
+            }
+        }
+        // (The source's problems are in `r.status` too: the full pass put them there.)
+        let was = self.metrics.object_errors.load(Ordering::Relaxed) as usize;
+        report.problems = (was + after).saturating_sub(before);
+        self.metrics
+            .object_errors
+            .store(report.problems as u64, Ordering::Relaxed);
+        // `controller.yaml` counts objects and problems per kind over every status: only
+        // rewritten when a count or the failures may have moved.
+        let summary_due =
+            before != after || !gone.is_empty() || !report.failed.is_empty() || self.summary_stale;
+        self.summary_stale = !report.failed.is_empty();
+        // (The only sink without the `kube` feature.)
+        #[allow(irrefutable_let_patterns)]
+        if let StatusSink::Files(w) = &mut self.sink
+            && summary_due
+        {
+            write_summary(w, &r.status, &report, self.store.len());
+        }
+        self.metrics
+            .objects
+            .store(self.store.len() as u64, Ordering::Relaxed);
+        if report.failed.is_empty() {
+            self.metrics.synced.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            pass = self.passes,
+            services = keys.len(),
+            verified = self.verify.len(),
+            ops = report.ops,
+            failed = report.failed.len(),
+            resolve_us,
+            status_us = status_started.elapsed().as_micros() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "reconciled changes"
+        );
+        self.pending.clear();
+        self.verify.clear();
+        self.last = Some(r);
+        Some(report)
+    }
+
+    /// A full pass: resolve every object, plan every owner, write every status.
+    async fn full_pass(&mut self) -> PassReport {
+        self.full = false;
+        self.pending.clear();
+        self.verify.clear();
         let started = Instant::now();
         self.passes += 1;
         self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.metrics.full_passes.fetch_add(1, Ordering::Relaxed);
         let mut report = PassReport::default();
         let snap = self.cache.snapshot();
         let dir = self.is_dir();
-        if dir {
-            self.probes_before_resolve();
-        }
-        let resolved = self
+        self.probes_before_resolve();
+        let mut resolved = self
             .resolver
             .resolve_with_broken(&self.store, &snap, &self.broken);
         if dir {
@@ -674,7 +991,8 @@ impl Controller {
         self.add_finalizers(&mut report).await;
         let mut in_nb = owners_in_nb(&snap);
         let mut results: BTreeMap<Owner, Programming> = BTreeMap::new();
-        let mut ops = self
+        let mut ops = self.apply_bfd(&snap, &mut report).await;
+        ops += self
             .apply(plan_topology(&snap, &resolved, &in_nb), &mut results)
             .await;
 
@@ -701,7 +1019,7 @@ impl Controller {
             }
         }
         let status_started = Instant::now();
-        let mut statuses = resolved.status.clone();
+        let mut statuses = std::mem::take(&mut resolved.status);
         for p in &self.problems {
             statuses.insert(
                 p.object.clone(),
@@ -740,6 +1058,7 @@ impl Controller {
             #[cfg(feature = "kube")]
             StatusSink::Api(_) => {
                 self.write_api(&rows, &resolved, &mut report).await;
+                self.probes_to_api(&resolved, &mut report).await;
                 self.remove_finalizers(&results, &in_nb, &mut report).await;
             }
         }
@@ -754,6 +1073,14 @@ impl Controller {
         if report.failed.is_empty() {
             self.metrics.synced.store(true, Ordering::Relaxed);
         }
+        let failed: BTreeSet<Owner> = results
+            .iter()
+            .filter(|(_, p)| matches!(p, Programming::Failed(_)))
+            .map(|(o, _)| o.clone())
+            .collect();
+        self.inc.commit(&resolved, &failed);
+        resolved.status = statuses;
+        self.last = Some(resolved);
         tracing::info!(
             pass = self.passes,
             ops = report.ops,
@@ -798,6 +1125,19 @@ fn write_files(
             tracing::warn!(node = %node, error = %e, "node management-port file not written");
         }
     }
+    write_summary(w, statuses, report, objects);
+    if let Err(e) = w.finish() {
+        tracing::warn!(error = %e, "pruning status files");
+    }
+}
+
+/// `controller.yaml`: synced, object and problem counts per kind, failed owners.
+fn write_summary(
+    w: &mut StatusWriter,
+    statuses: &BTreeMap<ObjectRef, resolve::ObjectStatus>,
+    report: &PassReport,
+    objects: usize,
+) {
     let summary = crate::status::summary(statuses);
     let own = serde_json::json!({
         "synced": report.failed.is_empty(),
@@ -810,9 +1150,6 @@ fn write_files(
         "controller.yaml",
         &serde_yaml::to_string(&own).unwrap_or_default(),
     );
-    if let Err(e) = w.finish() {
-        tracing::warn!(error = %e, "pruning status files");
-    }
 }
 
 /// Cluster mode: the writes to the API server. A failed write is a transient failure of
@@ -915,14 +1252,62 @@ impl Controller {
 impl Controller {
     /// Notified when a verdict file under `S/probe-status/` changes (polled every
     /// [`crate::probes::STATUS_POLL`]).
+    /// Cluster mode: notified when a probe this controller runs itself reports (the node
+    /// daemons' verdicts arrive through the NetworkProbe watch).
     fn watch_probe_verdicts(&self) -> Arc<tokio::sync::Notify> {
-        crate::probes::watch_status(&self.opts.status_dir, crate::probes::STATUS_POLL)
+        if self.is_dir() {
+            crate::probes::watch_status(&self.opts.status_dir, crate::probes::STATUS_POLL)
+        } else {
+            self.probes.cluster.notify()
+        }
+    }
+
+    /// Reads the changed verdict files (manifest mode) or the reports of the probes run
+    /// here (cluster mode); whether a verdict changed.
+    fn probe_verdicts_changed(&mut self) -> bool {
+        if self.is_dir() {
+            self.probes.read_statuses()
+        } else {
+            self.probes.cluster.changed()
+        }
     }
 
     /// Reads the verdicts and hands them to resolution through the store's probes.
+    /// Cluster mode: the reflector put them there; a verdict of an older generation of
+    /// its probe is dropped (no verdict yet is not a failure).
     fn probes_before_resolve(&mut self) {
+        if !self.is_dir() {
+            crate::probes::drop_stale_verdicts(&mut self.store);
+            // The probes no node runs are run here (the leader plans, so it probes too).
+            self.probes.cluster.sync(&self.store.probes);
+            self.probes.cluster.changed();
+            self.probes.cluster.inject(&mut self.store);
+            return;
+        }
         self.probes.read_statuses();
         self.probes.inject(&mut self.store);
+    }
+
+    /// Cluster mode: the NetworkProbe objects this pass wants, by server-side apply; ours
+    /// nobody wants deleted. A failed write is retried like a failed status.
+    #[cfg(feature = "kube")]
+    async fn probes_to_api(&mut self, resolved: &Resolved, report: &mut PassReport) {
+        let (Source::Kube(src), StatusSink::Api(api)) = (&self.source, &mut self.sink) else {
+            return;
+        };
+        let (mut sent, mut errors) = api.probes(&resolved.probes, src).await;
+        let (local_sent, local_errors) = api.local_probe_statuses(&mut self.probes.cluster).await;
+        sent += local_sent;
+        errors.extend(local_errors);
+        for (probe, e) in errors {
+            tracing::warn!(%probe, error = %e, "NetworkProbe not written");
+            report
+                .failed
+                .insert(format!("NetworkProbe {probe}"), e.to_string());
+        }
+        if sent > 0 {
+            tracing::debug!(requests = sent, "NetworkProbes written");
+        }
     }
 
     /// Writes the probes this pass wants to `S/probes/` for the node daemons.
@@ -941,16 +1326,22 @@ impl Controller {
     }
 }
 
-/// Keeps `nb_connected` (and so `/readyz`) true only while the NB client has a connection.
+/// Keeps `nb_connected` (and so `/readyz`) true only while the NB client has a connection;
+/// sets `reconnected` on every connection after the first (the cache was reloaded).
 fn track_connection(
     mut events: tokio::sync::mpsc::UnboundedReceiver<ycloud_ovsdb::client::Event>,
     metrics: Arc<Metrics>,
+    reconnected: Arc<AtomicBool>,
 ) {
     tokio::spawn(async move {
+        let mut first = true;
         while let Some(e) = events.recv().await {
             match e {
                 ycloud_ovsdb::client::Event::Connected { .. } => {
                     metrics.nb_connected.store(true, Ordering::Relaxed);
+                    if !std::mem::take(&mut first) {
+                        reconnected.store(true, Ordering::Relaxed);
+                    }
                 }
                 ycloud_ovsdb::client::Event::Disconnected { reason } => {
                     tracing::warn!(%reason, "NB connection lost");
@@ -969,5 +1360,242 @@ fn programmed(o: &Owner, p: &Plan) -> Programming {
     } else {
         tracing::warn!(owner = %owner_label(o), conflicts = ?p.conflicts, "NB rows taken by others");
         Programming::Failed(p.conflicts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The change path through the real loop (`run`), manifest mode, a real NB.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use ycloud_ovsdb::cache::Cache;
+    use ycloud_ovsdb::{Client, ClientConfig};
+    use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
+
+    use super::*;
+
+    const TOPOLOGY: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n---\n\
+        apiVersion: ycloud.io/v1alpha1\nkind: Vpc\nmetadata: {name: t}\n\
+        spec: {serviceCIDRs: [10.96.0.0/16], namespaces: [t]}\n---\n\
+        apiVersion: ycloud.io/v1alpha1\nkind: Subnet\nmetadata: {name: s0}\n\
+        spec: {vpc: t, cidrBlocks: [10.16.0.0/16], namespaces: [t]}\n";
+
+    fn services(backend_of_svc1: &str) -> String {
+        let mut text = String::new();
+        for (i, b) in [backend_of_svc1, "10.16.0.20", "10.16.0.30"]
+            .iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "---\napiVersion: ycloud.io/v1alpha1\nkind: YusurService\n\
+                 metadata: {{name: svc-{}, namespace: t}}\nspec:\n  scenarios: [ClusterIP]\n  \
+                 ports: [{{name: http, protocol: TCP, port: 80, targetPort: 8080}}]\n  \
+                 staticBackends: [{{address: {b}}}]\n",
+                i + 1
+            ));
+        }
+        for app in ["a", "b"] {
+            text.push_str(&format!(
+                "---\napiVersion: ycloud.io/v1alpha1\nkind: YusurService\n\
+                 metadata: {{name: sel-{app}, namespace: t}}\nspec:\n  scenarios: [ClusterIP]\n  \
+                 ports: [{{name: http, protocol: TCP, port: 80, targetPort: 8080}}]\n  \
+                 backends: [{{type: Pod, selector: {{matchLabels: {{app: {app}}}}}}}]\n"
+            ));
+        }
+        text
+    }
+
+    fn pods(label_of_p2: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p1, namespace: t, labels: {{app: a}}}}\n\
+             spec: {{containers: [{{name: c}}]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: p2, namespace: t, labels: {{app: {label_of_p2}}}}}\n\
+             spec: {{containers: [{{name: c}}]}}\n"
+        )
+    }
+
+    /// Writes by rename, as editors and the benchmark do.
+    fn write(dir: &Path, name: &str, text: &str) {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+
+    /// Load balancer name → its VIPs, as NB holds them.
+    fn lbs(cache: &Cache) -> BTreeMap<String, String> {
+        cache
+            .snapshot()
+            .rows("Load_Balancer")
+            .map(|(_, r)| {
+                let name = r
+                    .get("name")
+                    .and_then(|v| v.as_atom())
+                    .and_then(|a| a.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                (name, format!("{:?}", r.get("vips")))
+            })
+            .collect()
+    }
+
+    /// Status file → modification time.
+    fn stamps(dir: &Path) -> BTreeMap<std::path::PathBuf, SystemTime> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    out.insert(p, m);
+                }
+            }
+        }
+        out
+    }
+
+    async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Until no pass has run for 300 ms.
+    async fn settle(m: &Metrics) {
+        let mut last = (m.reconciles.load(Ordering::Relaxed), Instant::now());
+        while last.1.elapsed() < Duration::from_millis(300) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = m.reconciles.load(Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+        }
+    }
+
+    fn counters(m: &Metrics) -> (u64, u64) {
+        (
+            m.transactions.load(Ordering::Relaxed),
+            m.txn_ops.load(Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_or_a_relabelled_pod_rewrites_exactly_the_rows_of_the_services_it_touches() {
+        let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+        let dir = tempfile::tempdir().expect("tmp");
+        let status = dir.path().join(".status");
+        write(dir.path(), "00-topology.yaml", TOPOLOGY);
+        write(dir.path(), "services.yaml", &services("10.16.0.10"));
+        write(dir.path(), "pods.yaml", &pods("b"));
+        let opts = Options {
+            source_dir: dir.path().to_owned(),
+            status_dir: status.clone(),
+            nb_remotes: vec![nb.unix_remote()],
+            nb_tls: None,
+            resolve: resolve::Config::default(),
+            poll: Duration::from_millis(10),
+            resync: Duration::from_secs(3600),
+            bfd: Default::default(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let c = Controller::connect(opts.clone(), metrics.clone())
+            .await
+            .expect("connect");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(c.run(async {
+            let _ = stopped.await;
+        }));
+
+        // Our own view of NB.
+        let (client, _events) =
+            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
+                .await
+                .expect("connect");
+        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+        let cache = crate::compiler::nb::cache(schema).expect("cache");
+        client.monitor_cache(&cache).await.expect("monitor");
+        wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
+        settle(&metrics).await;
+        assert!(
+            lbs(&cache)["ysvc:t/sel-b:tcp:cluster"].contains(":8080"),
+            "p2 is a backend of sel-b"
+        );
+        let lb = |s: &str| format!("ysvc:t/{s}:tcp:cluster");
+        let passes = metrics.reconciles.load(Ordering::Relaxed);
+        let full = metrics.full_passes.load(Ordering::Relaxed);
+
+        // 1. One backend of one service of five.
+        let before = lbs(&cache);
+        let files = stamps(&status);
+        let (txns, ops) = counters(&metrics);
+        write(dir.path(), "services.yaml", &services("10.16.0.11"));
+        wait_until("the new backend in NB", || {
+            lbs(&cache)[&lb("svc-1")].contains("10.16.0.11:8080")
+        })
+        .await;
+        settle(&metrics).await;
+        let after = lbs(&cache);
+        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert_eq!(moved, [&lb("svc-1")], "only svc-1's load balancer changed");
+        assert_eq!(
+            counters(&metrics),
+            (txns + 1, ops + 1),
+            "one transaction of one operation"
+        );
+        assert_eq!(
+            stamps(&status),
+            files,
+            "no status file rewritten (svc-1 is still Ready with 1/1 backends)"
+        );
+
+        // 2. A pod moves from one selector to the other: exactly the two services.
+        let before = after;
+        let (txns, _) = counters(&metrics);
+        write(dir.path(), "pods.yaml", &pods("a"));
+        wait_until("sel-b without backends", || {
+            !lbs(&cache)[&lb("sel-b")].contains(":8080")
+        })
+        .await;
+        settle(&metrics).await;
+        let after = lbs(&cache);
+        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert_eq!(moved, [&lb("sel-a"), &lb("sel-b")]);
+        assert_eq!(counters(&metrics).0, txns + 1, "one transaction");
+        let sel_a = status.join("YusurService/t/sel-a.yaml");
+        let text = std::fs::read_to_string(&sel_a).expect("sel-a status");
+        assert!(
+            text.contains("total: 2"),
+            "sel-a's status counts 2 backends: {text}"
+        );
+
+        // Both went through change passes: no full pass since the start.
+        assert!(metrics.reconciles.load(Ordering::Relaxed) > passes);
+        assert_eq!(
+            metrics.full_passes.load(Ordering::Relaxed),
+            full,
+            "no full pass"
+        );
+        let _ = stop.send(());
+        run.await.expect("join").expect("run");
+
+        // A full pass of a fresh controller finds nothing to do: the change passes left NB
+        // exactly as a full pass would.
+        let mut fresh = Controller::connect(opts, Arc::new(Metrics::default()))
+            .await
+            .expect("connect");
+        assert!(fresh.refresh());
+        let report = fresh.pass().await;
+        assert_eq!(report.ops, 0, "{report:?}");
+        assert!(report.failed.is_empty(), "{report:?}");
+        fresh.client.close();
+        client.close();
     }
 }

@@ -11,7 +11,7 @@
 //! All of it is kept across passes and seeded at start from what NB holds, so an address
 //! never moves and is never given twice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -34,6 +34,7 @@ use crate::compiler::network::{self, DesiredVpc, vpc_rows};
 use crate::compiler::topology::{
     self, Backend, DatapathMode, HashField, Port, PortOwner, Protocol, Scenarios,
 };
+use crate::index::{BackendObject, ServiceIndex};
 use crate::ipam::{Allocation, Ipam, PoolSpec, Request, parse_mac};
 use crate::probes::{ProbeTarget, desired_probe};
 use crate::store::{ObjectRef, Store};
@@ -165,6 +166,15 @@ pub struct Resolved {
     pub probes: BTreeMap<String, ycloud_crds::NetworkProbe>,
 }
 
+/// What resolving one service needs from the rest of the pass: the addresses of pods and
+/// VNicIPs, and where OVN-native checks of a backend address come from.
+#[derive(Debug)]
+struct ServiceInputs<'a> {
+    pod_ips: &'a BTreeMap<String, Vec<IpAddr>>,
+    vnic_ips: &'a BTreeMap<String, Vec<IpAddr>>,
+    monitor_ports: &'a BTreeMap<IpAddr, topology::MonitorPort>,
+}
+
 /// The state kept between passes: IPAM, service addresses, last valid objects.
 #[derive(Debug, Default)]
 pub struct Resolver {
@@ -181,6 +191,72 @@ pub struct Resolver {
     /// Objects whose manifest could not be read this pass (see [`Resolver::resolve_with_broken`]).
     broken: BTreeSet<ObjectRef>,
     seeded: bool,
+    /// What the last full pass left for re-resolving single services (`None` before it).
+    ctx: Option<ServiceContext>,
+}
+
+/// What re-resolving single services between full passes needs from the last full pass
+/// (see [`Resolver::resolve_changes`]).
+#[derive(Debug, Default)]
+struct ServiceContext {
+    pod_ips: BTreeMap<String, Vec<IpAddr>>,
+    vnic_ips: BTreeMap<String, Vec<IpAddr>>,
+    monitor_ports: BTreeMap<IpAddr, topology::MonitorPort>,
+    /// The VPCs that are programmed.
+    vpcs: BTreeSet<String>,
+    /// Per service: what decides its addresses and the gateways' rows; `None`: a change
+    /// of it needs a full pass (EIP, CrossVPC, fixed cluster IPs).
+    shapes: HashMap<String, Option<String>>,
+    /// Per pod: what decides its port and address (not whether it is a backend).
+    pod_ports: HashMap<String, String>,
+    /// Labels of pods and VMIs as last resolved: the services that selected the old
+    /// version of a changed one are re-resolved too.
+    labels: HashMap<ObjectRef, BTreeMap<String, String>>,
+    index: ServiceIndex,
+}
+
+/// What of a service decides its addresses and the gateways' rows. `None` for services
+/// whose change goes through a full pass: an EIP or CrossVPC service feeds the gateways'
+/// rows, and fixed cluster IPs are checked against every other holder.
+fn service_shape(svc: &YusurService) -> Option<String> {
+    let s = &svc.spec;
+    let global = !s.cluster_ips.is_empty()
+        || s.eip.is_some()
+        || s.cross_vpc.is_some()
+        || s.scenarios
+            .iter()
+            .any(|x| matches!(x, Scenario::Eip | Scenario::CrossVpc));
+    if global {
+        return None;
+    }
+    serde_json::to_string(&(
+        &svc.metadata.namespace,
+        &s.vpc,
+        &s.scenarios,
+        &s.ip_families,
+    ))
+    .ok()
+}
+
+/// What of a pod decides its port and address: namespace, address annotations, host
+/// network. Labels, readiness and node only change the services that select it.
+fn pod_port_shape(pod: &Pod) -> String {
+    let notes: Vec<Option<&str>> = [
+        SUBNET_ANNOTATION,
+        IP_ANNOTATION,
+        MAC_ANNOTATION,
+        NETWORK_ANNOTATION,
+    ]
+    .iter()
+    .map(|k| annotation(pod, k))
+    .collect();
+    serde_json::to_string(&(&pod.metadata.namespace, notes, host_network(pod))).unwrap_or_default()
+}
+
+fn labels_of(
+    m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<String, String> {
+    m.labels.clone().unwrap_or_default()
 }
 
 fn meta_name(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -601,6 +677,7 @@ impl Resolver {
             services: held.values().collect(),
             vnic_ips: store.vnics.values().collect(),
             namespaces: ns_labels.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            ..Default::default()
         };
 
         // VPCs.
@@ -1168,113 +1245,18 @@ impl Resolver {
                 }
             }
         }
+        let inputs = ServiceInputs {
+            pod_ips: &pod_ips,
+            vnic_ips: &vnic_ips,
+            monitor_ports: &monitor_ports,
+        };
         for (key, svc, vpc) in &valid {
-            let ns = meta_ns(&svc.metadata);
-            let oref = ObjectRef::new("YusurService", Some(&ns), &meta_name(&svc.metadata));
-            let owner = Owner::Service((*key).clone());
-            let mut problem = None;
-            if !desired_vpcs.contains_key(vpc) {
-                problem = Some(Problem::new(
-                    ycloud_crds::condition::reasons::VPC_NOT_FOUND,
-                    format!("VPC {vpc:?} is not programmed"),
-                ));
+            let programmed = desired_vpcs.contains_key(vpc);
+            if let Some(topo) =
+                self.resolve_service(store, key, svc, vpc, programmed, &inputs, &mut out)
+            {
+                topo_services.insert((*key).clone(), topo);
             }
-            let has = |s: Scenario| svc.spec.scenarios.contains(&s);
-            let cluster_ips = self.cluster_ips.get(*key).cloned().unwrap_or_default();
-            let eip = self.eips.get(*key).copied();
-            let needs_vip = has(Scenario::ClusterIp) || has(Scenario::CrossVpc);
-            if needs_vip && cluster_ips.is_empty() {
-                problem.get_or_insert(Problem::new(
-                    ycloud_crds::condition::reasons::POOL_EXHAUSTED,
-                    format!("no free cluster IP in the service CIDRs of VPC {vpc:?}"),
-                ));
-            }
-            if has(Scenario::Eip) && eip.is_none() {
-                problem.get_or_insert(Problem::new(
-                    ycloud_crds::condition::reasons::POOL_EXHAUSTED,
-                    format!(
-                        "no free EIP in the pool of EipGateway {:?}",
-                        svc.spec
-                            .eip
-                            .as_ref()
-                            .map(|e| e.gateway.as_str())
-                            .unwrap_or("")
-                    ),
-                ));
-            }
-            if has(Scenario::CrossVpc) && self.config.svcgw_chassis.is_empty() {
-                problem.get_or_insert(Problem::new(
-                    ycloud_crds::condition::reasons::PENDING,
-                    "CrossVPC: no service-gateway chassis is configured (--svcgw-chassis)",
-                ));
-            }
-            let (ports, counts, targets) = self.backends(store, svc, &ns, &pod_ips, &vnic_ips);
-            let topo = topology::Service {
-                namespace: ns.clone(),
-                name: meta_name(&svc.metadata),
-                vpc: vpc.clone(),
-                scenarios: Scenarios {
-                    cluster_ip: has(Scenario::ClusterIp),
-                    eip: has(Scenario::Eip),
-                    cross_vpc: has(Scenario::CrossVpc),
-                },
-                cluster_ips: cluster_ips.clone(),
-                eip,
-                ports,
-                affinity_timeout: svc
-                    .spec
-                    .session_affinity
-                    .as_ref()
-                    .and_then(|a| a.effective_timeout()),
-                hash_fields: svc
-                    .spec
-                    .load_balancing
-                    .as_ref()
-                    .map(|l| l.hash_fields.iter().copied().map(hash_field).collect())
-                    .unwrap_or_default(),
-            };
-            if problem.is_none() {
-                match service_lbs(&topo, self.config.mode) {
-                    Ok(mut lbs) => {
-                        health_checks(
-                            svc,
-                            &ns,
-                            &targets,
-                            &monitor_ports,
-                            &mut lbs,
-                            &mut out.probes,
-                        );
-                        out.services.insert((*key).clone(), lbs);
-                        topo_services.insert((*key).clone(), topo);
-                    }
-                    Err(e) => {
-                        problem = Some(Problem::new(
-                            ycloud_crds::condition::reasons::INVALID_SPEC,
-                            e.to_string(),
-                        ))
-                    }
-                }
-            }
-            if problem.is_some() {
-                out.keep.insert(owner.clone());
-            }
-            let fields = serde_json::to_value(ycloud_crds::YusurServiceStatus {
-                vpc: Some(vpc.clone()),
-                cluster_ips,
-                eip,
-                backends: counts,
-                ..Default::default()
-            })
-            .unwrap_or_default();
-            out.status.insert(
-                oref,
-                ObjectStatus {
-                    problem,
-                    owner: Some(owner),
-                    fields,
-                    backends: Some((counts, svc.spec.health_check.is_some())),
-                },
-            );
         }
 
         // EIP gateways and the VPC uplinks to them.
@@ -1376,8 +1358,316 @@ impl Resolver {
                 }
             }
         }
+        // Last: the reject of free service-CIDR addresses excludes what the uplinks route.
+        for (name, d) in desired_vpcs.iter_mut() {
+            if let Some(v) = store.vpcs.get(name) {
+                network::add_service_reject(name, d, &v.spec.service_cidrs);
+            }
+        }
+        self.ctx = Some(ServiceContext {
+            vpcs: desired_vpcs.keys().cloned().collect(),
+            pod_ips,
+            vnic_ips,
+            monitor_ports,
+            shapes: store
+                .services
+                .iter()
+                .map(|(k, s)| (k.clone(), service_shape(s)))
+                .collect(),
+            pod_ports: store
+                .pods
+                .iter()
+                .map(|(k, p)| (k.clone(), pod_port_shape(p)))
+                .collect(),
+            labels: store
+                .pods
+                .iter()
+                .map(|(k, p)| (ObjectRef::from_key("Pod", k), labels_of(&p.metadata)))
+                .chain(store.vmis.iter().map(|(k, v)| {
+                    (
+                        ObjectRef::from_key("VirtualMachineInstance", k),
+                        v.labels.clone(),
+                    )
+                }))
+                .collect(),
+            index: ServiceIndex::build(store),
+        });
         out.vpcs = desired_vpcs;
         out
+    }
+
+    /// Between full passes: brings `out` (the last pass's result, the store before these
+    /// changes) up to date with the objects in `changed` by re-resolving only the services
+    /// they touch: an edited or deleted service; the services that select (or selected) a
+    /// pod or VMI whose labels, readiness or node changed; the service a NetworkProbe is
+    /// of. Returns those services, or `None` (and changes nothing) when the change needs a
+    /// full pass: topology objects, namespaces, nodes, VNicIPs, a pod added or removed or
+    /// whose address may move, a service that is new or whose addresses or gateway rows
+    /// may change.
+    pub fn resolve_changes(
+        &mut self,
+        store: &Store,
+        changed: &BTreeSet<ObjectRef>,
+        out: &mut Resolved,
+    ) -> Option<BTreeSet<String>> {
+        let affected = self.affected(store, changed)?;
+        let mut ctx = self.ctx.take()?;
+        for o in changed {
+            let labels = match o.kind.as_str() {
+                "Pod" => store.pods.get(&o.key()).map(|p| labels_of(&p.metadata)),
+                "VirtualMachineInstance" => store.vmis.get(&o.key()).map(|v| v.labels.clone()),
+                _ => continue,
+            };
+            match labels {
+                Some(l) => ctx.labels.insert(o.clone(), l),
+                None => ctx.labels.remove(o),
+            };
+        }
+        let ns_labels: BTreeMap<String, BTreeMap<String, String>> = store
+            .namespaces
+            .iter()
+            .map(|(k, n)| (k.clone(), labels_of(&n.metadata)))
+            .collect();
+        // The services' held addresses are not needed here: no service on this path has
+        // fixed cluster IPs, the only check that compares them.
+        let vsnap = validate::Snapshot {
+            vpcs: store.vpcs.values().collect(),
+            subnets: store.subnets.values().collect(),
+            gateways: store.gateways.values().collect(),
+            services: store.services.values().collect(),
+            vnic_ips: store.vnics.values().collect(),
+            namespaces: ns_labels.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            ..Default::default()
+        };
+        for key in &affected {
+            let oref = ObjectRef::from_key("YusurService", key);
+            let owner = Owner::Service(key.clone());
+            out.services.remove(key);
+            out.keep.remove(&owner);
+            out.status.remove(&oref);
+            out.probes.retain(|_, p| {
+                p.metadata.namespace.as_deref() != oref.namespace.as_deref()
+                    || p.spec.service != oref.name
+            });
+            let Some(svc) = store.services.get(key) else {
+                self.cluster_ips.remove(key);
+                self.eips.remove(key);
+                ctx.shapes.remove(key);
+                ctx.index.update(key, None);
+                continue;
+            };
+            ctx.shapes.insert(key.clone(), service_shape(svc));
+            ctx.index.update(key, Some(svc));
+            if let Err(e) = validate::service(svc, &vsnap) {
+                out.keep.insert(owner.clone());
+                out.status
+                    .insert(oref, status_err(Problem::invalid(&e), Some(owner)));
+                continue;
+            }
+            let vpc = vsnap
+                .vpc_of_service(svc)
+                .map(|v| meta_name(&v.metadata))
+                .unwrap_or_default();
+            let inputs = ServiceInputs {
+                pod_ips: &ctx.pod_ips,
+                vnic_ips: &ctx.vnic_ips,
+                monitor_ports: &ctx.monitor_ports,
+            };
+            self.resolve_service(store, key, svc, &vpc, ctx.vpcs.contains(&vpc), &inputs, out);
+        }
+        self.ctx = Some(ctx);
+        Some(affected)
+    }
+
+    /// The services a change touches, or `None` when it needs a full pass (see
+    /// [`Resolver::resolve_changes`]).
+    pub fn affected(
+        &self,
+        store: &Store,
+        changed: &BTreeSet<ObjectRef>,
+    ) -> Option<BTreeSet<String>> {
+        let ctx = self.ctx.as_ref()?;
+        let mut out = BTreeSet::new();
+        for o in changed {
+            let key = o.key();
+            let ns = o.namespace.as_deref().unwrap_or_default();
+            match o.kind.as_str() {
+                "YusurService" => {
+                    // Known to the last pass, and neither then nor now a global one.
+                    let was = ctx.shapes.get(&key)?.as_ref()?;
+                    if let Some(svc) = store.services.get(&key) {
+                        if service_shape(svc).as_ref() != Some(was) {
+                            return None;
+                        }
+                        // Never given a cluster IP (invalid so far): allocation is global.
+                        if svc.spec.scenarios.contains(&Scenario::ClusterIp)
+                            && !self.cluster_ips.contains_key(&key)
+                        {
+                            return None;
+                        }
+                    }
+                    out.insert(key);
+                }
+                "Pod" => {
+                    // Added or removed: its address comes or goes (IPAM, the VPC's rows).
+                    let pod = store.pods.get(&key)?;
+                    if *ctx.pod_ports.get(&key)? != pod_port_shape(pod) {
+                        return None;
+                    }
+                    if let Some(old) = ctx.labels.get(o) {
+                        out.extend(ctx.index.selecting(store, BackendObject::Pod, ns, old));
+                    }
+                    let now = labels_of(&pod.metadata);
+                    out.extend(ctx.index.selecting(store, BackendObject::Pod, ns, &now));
+                }
+                "VirtualMachineInstance" => {
+                    // No port of ours: its addresses are its own.
+                    if let Some(old) = ctx.labels.get(o) {
+                        out.extend(ctx.index.selecting(store, BackendObject::Vmi, ns, old));
+                    }
+                    if let Some(v) = store.vmis.get(&key) {
+                        out.extend(
+                            ctx.index
+                                .selecting(store, BackendObject::Vmi, ns, &v.labels),
+                        );
+                    }
+                }
+                "NetworkProbe" => {
+                    let p = store.probes.get(&key)?;
+                    let svc = format!("{ns}/{}", p.spec.service);
+                    // A probe of a service on the full-pass path waits for a full pass.
+                    ctx.shapes.get(&svc)?.as_ref()?;
+                    out.insert(svc);
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// One valid service: its load balancers (into `out.services`), probes and status;
+    /// the compiler's view of it when it is programmed (the gateways need it). Shared by
+    /// the full pass and the re-resolution of single services, so both give the same rows.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_service(
+        &self,
+        store: &Store,
+        key: &str,
+        svc: &YusurService,
+        vpc: &str,
+        vpc_programmed: bool,
+        inputs: &ServiceInputs<'_>,
+        out: &mut Resolved,
+    ) -> Option<topology::Service> {
+        let mut programmed = None;
+        let ns = meta_ns(&svc.metadata);
+        let oref = ObjectRef::new("YusurService", Some(&ns), &meta_name(&svc.metadata));
+        let owner = Owner::Service(key.to_owned());
+        let mut problem = None;
+        if !vpc_programmed {
+            problem = Some(Problem::new(
+                ycloud_crds::condition::reasons::VPC_NOT_FOUND,
+                format!("VPC {vpc:?} is not programmed"),
+            ));
+        }
+        let has = |s: Scenario| svc.spec.scenarios.contains(&s);
+        let cluster_ips = self.cluster_ips.get(key).cloned().unwrap_or_default();
+        let eip = self.eips.get(key).copied();
+        let needs_vip = has(Scenario::ClusterIp) || has(Scenario::CrossVpc);
+        if needs_vip && cluster_ips.is_empty() {
+            problem.get_or_insert(Problem::new(
+                ycloud_crds::condition::reasons::POOL_EXHAUSTED,
+                format!("no free cluster IP in the service CIDRs of VPC {vpc:?}"),
+            ));
+        }
+        if has(Scenario::Eip) && eip.is_none() {
+            problem.get_or_insert(Problem::new(
+                ycloud_crds::condition::reasons::POOL_EXHAUSTED,
+                format!(
+                    "no free EIP in the pool of EipGateway {:?}",
+                    svc.spec
+                        .eip
+                        .as_ref()
+                        .map(|e| e.gateway.as_str())
+                        .unwrap_or("")
+                ),
+            ));
+        }
+        if has(Scenario::CrossVpc) && self.config.svcgw_chassis.is_empty() {
+            problem.get_or_insert(Problem::new(
+                ycloud_crds::condition::reasons::PENDING,
+                "CrossVPC: no service-gateway chassis is configured (--svcgw-chassis)",
+            ));
+        }
+        let (ports, counts, targets) =
+            self.backends(store, svc, &ns, inputs.pod_ips, inputs.vnic_ips);
+        let topo = topology::Service {
+            namespace: ns.clone(),
+            name: meta_name(&svc.metadata),
+            vpc: vpc.to_owned(),
+            scenarios: Scenarios {
+                cluster_ip: has(Scenario::ClusterIp),
+                eip: has(Scenario::Eip),
+                cross_vpc: has(Scenario::CrossVpc),
+            },
+            cluster_ips: cluster_ips.clone(),
+            eip,
+            ports,
+            affinity_timeout: svc
+                .spec
+                .session_affinity
+                .as_ref()
+                .and_then(|a| a.effective_timeout()),
+            hash_fields: svc
+                .spec
+                .load_balancing
+                .as_ref()
+                .map(|l| l.hash_fields.iter().copied().map(hash_field).collect())
+                .unwrap_or_default(),
+        };
+        if problem.is_none() {
+            match service_lbs(&topo, self.config.mode) {
+                Ok(mut lbs) => {
+                    health_checks(
+                        svc,
+                        &ns,
+                        &targets,
+                        inputs.monitor_ports,
+                        &mut lbs,
+                        &mut out.probes,
+                    );
+                    out.services.insert(key.to_owned(), lbs);
+                    programmed = Some(topo);
+                }
+                Err(e) => {
+                    problem = Some(Problem::new(
+                        ycloud_crds::condition::reasons::INVALID_SPEC,
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        if problem.is_some() {
+            out.keep.insert(owner.clone());
+        }
+        let fields = serde_json::to_value(ycloud_crds::YusurServiceStatus {
+            vpc: Some(vpc.to_owned()),
+            cluster_ips,
+            eip,
+            backends: counts,
+            ..Default::default()
+        })
+        .unwrap_or_default();
+        out.status.insert(
+            oref,
+            ObjectStatus {
+                problem,
+                owner: Some(owner),
+                fields,
+                backends: Some((counts, svc.spec.health_check.is_some())),
+            },
+        );
+        programmed
     }
 
     /// Cluster IPs and EIPs: fixed ones first, then what each service had, then new ones

@@ -258,6 +258,19 @@ impl StatusWriter {
         Ok(changed)
     }
 
+    /// Removes the status file of an object that is gone. Full passes prune every file
+    /// they did not write ([`StatusWriter::finish`]); a pass driven by one change writes
+    /// and removes only the files of the objects it re-resolved.
+    pub fn remove(&mut self, o: &ObjectRef) -> Result<bool, StatusError> {
+        let path = self.path_of(o);
+        self.last.remove(&path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StatusError { path, source }),
+        }
+    }
+
     /// Writes a pod's network annotation. Returns whether the file changed.
     pub fn write_pod_network(&mut self, key: &str, net: &PodNetwork) -> Result<bool, StatusError> {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));

@@ -5,7 +5,7 @@
 //! Parsing is per document: a document that can't be read is an error of its own (with the
 //! file and document number), never a reason to drop the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,14 @@ impl ObjectRef {
         }
     }
 
+    /// The reference of the object stored under `key` (`namespace/name` or `name`).
+    pub fn from_key(kind: &str, key: &str) -> Self {
+        match key.split_once('/') {
+            Some((ns, name)) => ObjectRef::new(kind, Some(ns), name),
+            None => ObjectRef::new(kind, None, key),
+        }
+    }
+
     /// `namespace/name` or `name`.
     pub fn key(&self) -> String {
         match &self.namespace {
@@ -65,6 +73,41 @@ pub struct Vmi {
     pub labels: BTreeMap<String, String>,
     /// `status.interfaces[*].ipAddresses` (or `ipAddress`).
     pub ips: Vec<IpAddr>,
+}
+
+/// Calls `$arm!("Kind", field)` for every kind the store holds.
+macro_rules! every_kind {
+    ($arm:ident) => {
+        $arm!("Vpc", vpcs);
+        $arm!("Subnet", subnets);
+        $arm!("EipGateway", gateways);
+        $arm!("VNicIP", vnics);
+        $arm!("YusurService", services);
+        $arm!("NetworkProbe", probes);
+        $arm!("Pod", pods);
+        $arm!("Namespace", namespaces);
+        $arm!("Node", nodes);
+        $arm!("VirtualMachineInstance", vmis);
+    };
+}
+
+/// `$arm!(field)` for the field holding objects of `$kind`, `$default` for another kind.
+macro_rules! dispatch {
+    ($kind:expr, $arm:ident, $default:expr) => {
+        match $kind {
+            "Vpc" => $arm!(vpcs),
+            "Subnet" => $arm!(subnets),
+            "EipGateway" => $arm!(gateways),
+            "VNicIP" => $arm!(vnics),
+            "YusurService" => $arm!(services),
+            "NetworkProbe" => $arm!(probes),
+            "Pod" => $arm!(pods),
+            "Namespace" => $arm!(namespaces),
+            "Node" => $arm!(nodes),
+            "VirtualMachineInstance" => $arm!(vmis),
+            _ => $default,
+        }
+    };
 }
 
 /// Every object, by `namespace/name` (or `name`) per kind.
@@ -124,6 +167,87 @@ impl Store {
             "Node" => self.nodes.get(&k)?.metadata.generation,
             _ => None,
         }
+    }
+
+    /// Every object, by reference.
+    pub fn refs(&self) -> Vec<ObjectRef> {
+        let mut out = Vec::with_capacity(self.len());
+        macro_rules! arm {
+            ($kind:literal, $f:ident) => {
+                out.extend(self.$f.keys().map(|k| ObjectRef::from_key($kind, k)))
+            };
+        }
+        every_kind!(arm);
+        out
+    }
+
+    /// Removes one object. Returns whether it was there.
+    pub fn remove(&mut self, o: &ObjectRef) -> bool {
+        let k = o.key();
+        macro_rules! arm {
+            ($f:ident) => {
+                self.$f.remove(&k).is_some()
+            };
+        }
+        dispatch!(o.kind.as_str(), arm, false)
+    }
+
+    /// Whether `o` is the same in both stores (equal, or absent from both).
+    pub fn same(&self, other: &Store, o: &ObjectRef) -> bool {
+        let k = o.key();
+        macro_rules! arm {
+            ($f:ident) => {
+                self.$f.get(&k) == other.$f.get(&k)
+            };
+        }
+        dispatch!(o.kind.as_str(), arm, true)
+    }
+
+    /// Moves `o` from `from` into this store (removes it here when `from` lacks it).
+    pub fn take_from(&mut self, from: &mut Store, o: &ObjectRef) {
+        let k = o.key();
+        macro_rules! arm {
+            ($f:ident) => {
+                match from.$f.remove(&k) {
+                    Some(v) => {
+                        self.$f.insert(k, v);
+                    }
+                    None => {
+                        self.$f.remove(&k);
+                    }
+                }
+            };
+        }
+        dispatch!(o.kind.as_str(), arm, ())
+    }
+
+    /// The objects added, removed or changed between this store and `other` (cluster
+    /// mode: its reflectors hand over a whole new store; one comparison per object is
+    /// far cheaper than resolving every object again).
+    pub fn diff(&self, other: &Store) -> BTreeSet<ObjectRef> {
+        let mut out = BTreeSet::new();
+        fn side<T: PartialEq>(
+            kind: &str,
+            a: &BTreeMap<String, T>,
+            b: &BTreeMap<String, T>,
+            out: &mut BTreeSet<ObjectRef>,
+        ) {
+            for (k, v) in a {
+                if b.get(k) != Some(v) {
+                    out.insert(ObjectRef::from_key(kind, k));
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.insert(ObjectRef::from_key(kind, k));
+            }
+        }
+        macro_rules! arm {
+            ($kind:literal, $f:ident) => {
+                side($kind, &self.$f, &other.$f, &mut out)
+            };
+        }
+        every_kind!(arm);
+        out
     }
 
     /// Loads every document of one YAML text; `path` only names it in errors.

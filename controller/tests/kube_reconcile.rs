@@ -517,6 +517,54 @@ async fn every_api_call_the_controller_makes_is_listed_for_the_chart_and_every_l
         h.pass().await;
         h.echo();
     }
+    // ... NetworkProbes: created by apply when the service gets a health check, updated
+    // when it changes, deleted when it goes (the service valid again) ...
+    for hc in [
+        Some(serde_json::json!({"type": "TCP", "intervalMillis": 500, "timeoutMillis": 300})),
+        Some(serde_json::json!({"type": "TCP", "intervalMillis": 1000, "timeoutMillis": 300})),
+        None,
+    ] {
+        h.edit(WEB, |v| {
+            v["spec"]["clusterIPs"] = serde_json::json!(["10.96.0.100"]);
+            match hc {
+                Some(hc) => v["spec"]["healthCheck"] = hc,
+                None => {
+                    v["spec"]
+                        .as_object_mut()
+                        .expect("spec")
+                        .remove("healthCheck");
+                }
+            }
+        });
+        h.pass().await;
+        h.echo();
+    }
+    assert!(
+        h.api
+            .seen()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.path.contains("/networkprobes/")),
+        "the probes were deleted"
+    );
+    // ... the status of a probe the controller runs itself (a backend no node hosts) ...
+    let listener = std::net::TcpListener::bind("127.0.10.1:0").expect("listen on 127.0.10.1");
+    for d in kube_mock::local_backend_objects(listener.local_addr().expect("addr").port()) {
+        h.api.put(d);
+    }
+    h.echo();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !h.api.seen().iter().any(|s| {
+        s.method == "PATCH" && s.path.contains("/networkprobes/db-") && s.path.ends_with("/status")
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller never wrote the status of the probe it runs"
+        );
+        h.pass().await;
+        h.echo();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(listener);
     // ... leader election (create, then get and update) ...
     let lease = ycloud_controller::kube::lease::LeaseConfig {
         namespace: "ycloud".into(),
@@ -559,9 +607,16 @@ async fn every_api_call_the_controller_makes_is_listed_for_the_chart_and_every_l
         .map(|(_, g, r, v)| (g.clone(), r.clone(), v.clone()))
         .collect();
     let mut observed = std::collections::BTreeSet::new();
-    for (method, path, query) in h.api.requests() {
-        let call = classify(&method, &path, &query)
-            .unwrap_or_else(|| panic!("{method} {path}?{query} is not a resource request"));
+    for s in h.api.seen() {
+        let call = classify(&s.method, &s.path, &s.query).unwrap_or_else(|| {
+            panic!(
+                "{} {}?{} is not a resource request",
+                s.method, s.path, s.query
+            )
+        });
+        if s.created {
+            observed.insert((call.0.clone(), call.1.clone(), "create".to_owned()));
+        }
         observed.insert(call);
     }
     let unlisted: Vec<_> = observed.difference(&table).collect();

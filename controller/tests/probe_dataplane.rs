@@ -7,7 +7,6 @@
 //! - every backend down: the VIP rejects at once (the client fails fast, it does not hang)
 //!   and the service's `BackendsHealthy` condition says why.
 
-#[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
 

@@ -575,6 +575,113 @@ fn an_address_held_in_status_beats_an_older_request() {
 }
 
 #[test]
+fn the_holder_of_a_vip_stays_valid_when_an_older_name_asks_for_it() {
+    // The demo's case: web holds 10.96.0.79 (its status) and asks for it; "thief" sorts
+    // before "web" and asks for it too. Only the newcomer loses.
+    let mut world = World::examples();
+    let holder = doc(
+        "kind: YusurService\nmetadata: {name: web, namespace: shop}\nspec: {scenarios: [ClusterIP], clusterIPs: [10.96.0.79], ports: [{name: http, port: 80}]}\nstatus: {clusterIPs: [10.96.0.79]}",
+    );
+    let thief = doc(
+        "kind: YusurService\nmetadata: {name: thief, namespace: shop}\nspec: {scenarios: [ClusterIP], clusterIPs: [10.96.0.79], ports: [{name: http, port: 80}]}",
+    );
+    world.add(&holder);
+    world.add(&thief);
+    assert_eq!(world.semantic_errors(&holder), Vec::<String>::new());
+    // The controller validates the object as read (no status) against a snapshot that
+    // carries what it holds: the same verdict.
+    let as_read = doc(
+        "kind: YusurService\nmetadata: {name: web, namespace: shop}\nspec: {scenarios: [ClusterIP], clusterIPs: [10.96.0.79], ports: [{name: http, port: 80}]}",
+    );
+    assert_eq!(world.semantic_errors(&as_read), Vec::<String>::new());
+    assert_eq!(
+        world.semantic_errors(&thief),
+        vec![
+            "spec.clusterIPs[0]: 10.96.0.79 is already used by service shop/web in VPC \"tenant-a\""
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn an_eip_and_a_vnic_address_held_in_status_stay_with_their_holder() {
+    let mut world = World::examples();
+    let eip_holder = doc(
+        "kind: YusurService\nmetadata: {name: zz-eip, namespace: shop}\nspec: {scenarios: [EIP], eip: {gateway: public, address: 200.0.0.101}, ports: [{name: http, port: 80}]}\nstatus: {eip: 200.0.0.101}",
+    );
+    let eip_asker = doc(
+        "kind: YusurService\nmetadata: {name: aa-eip, namespace: shop}\nspec: {scenarios: [EIP], eip: {gateway: public, address: 200.0.0.101}, ports: [{name: http, port: 80}]}",
+    );
+    let vnic_holder = doc(
+        "kind: VNicIP\nmetadata: {name: zz-vnic, namespace: legacy}\nspec: {kind: Generic, subnet: a-metal, ips: [10.0.2.12]}\nstatus: {ips: [10.0.2.12]}",
+    );
+    let vnic_asker = doc(
+        "kind: VNicIP\nmetadata: {name: aa-vnic, namespace: legacy}\nspec: {kind: Generic, subnet: a-metal, ips: [10.0.2.12]}",
+    );
+    for d in [&eip_holder, &eip_asker, &vnic_holder, &vnic_asker] {
+        world.add(d);
+    }
+    assert_eq!(world.semantic_errors(&eip_holder), Vec::<String>::new());
+    assert_eq!(
+        world.semantic_errors(&eip_asker),
+        vec!["spec.eip.address: 200.0.0.101 is already used by service shop/zz-eip".to_owned()]
+    );
+    assert_eq!(world.semantic_errors(&vnic_holder), Vec::<String>::new());
+    assert_eq!(
+        world.semantic_errors(&vnic_asker),
+        vec!["spec.ips[0]: 10.0.2.12 is already used by VNicIP legacy/zz-vnic".to_owned()]
+    );
+}
+
+#[test]
+fn of_any_set_of_services_asking_for_one_vip_exactly_one_is_valid() {
+    // Three services ask for 10.96.0.80, each holding it in its status or not, with or
+    // without a creation time: whatever the mix (two or three holders too), exactly one is
+    // valid, and it is the same one whichever is validated first.
+    let examples = World::examples();
+    let times = [
+        None,
+        Some("2020-01-01T00:00:00Z"),
+        Some("2021-01-01T00:00:00Z"),
+    ];
+    let mut combos = 0;
+    for holds in 0..8u8 {
+        for n in 0..27 {
+            let (ta, tb, tc) = (&times[n % 3], &times[n / 3 % 3], &times[n / 9]);
+            let mut world = examples.clone();
+            let docs: Vec<Value> = [("x1", ta), ("x2", tb), ("x3", tc)]
+                .iter()
+                .enumerate()
+                .map(|(i, (name, time))| {
+                    let mut y = format!(
+                        "kind: YusurService\nmetadata: {{name: {name}, namespace: shop{}}}\nspec: {{scenarios: [ClusterIP], clusterIPs: [10.96.0.80], ports: [{{name: http, port: 80}}]}}",
+                        time.map(|t| format!(", creationTimestamp: '{t}'"))
+                            .unwrap_or_default(),
+                    );
+                    if holds & (1 << i) != 0 {
+                        y.push_str("\nstatus: {clusterIPs: [10.96.0.80]}");
+                    }
+                    doc(&y)
+                })
+                .collect();
+            for d in &docs {
+                world.add(d);
+            }
+            let valid: Vec<usize> = (0..docs.len())
+                .filter(|i| world.semantic_errors(&docs[*i]).is_empty())
+                .collect();
+            assert_eq!(
+                valid.len(),
+                1,
+                "holders {holds:03b}, times {ta:?}/{tb:?}/{tc:?}: valid {valid:?}"
+            );
+            combos += 1;
+        }
+    }
+    assert_eq!(combos, 8 * 27);
+}
+
+#[test]
 fn label_selectors_follow_kubernetes_semantics() {
     let labels: BTreeMap<String, String> = [("app", "web"), ("tier", "fe")]
         .into_iter()

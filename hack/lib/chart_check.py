@@ -31,7 +31,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-CNI_CAPS = {"NET_ADMIN", "SYS_ADMIN"}
+CNI_CAPS = {"NET_ADMIN", "SYS_ADMIN", "NET_RAW"}
 
 
 class Checker:

@@ -80,7 +80,7 @@ def controller_one_replica(docs, calls):
 
 
 def cni_extra_capability(docs, calls):
-    container(docs, "DaemonSet", "cni", "cnid")["securityContext"]["capabilities"]["add"].append("NET_RAW")
+    container(docs, "DaemonSet", "cni", "cnid")["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
 
 
 def cni_privileged(docs, calls):
@@ -109,7 +109,7 @@ MUTATIONS = {
     "controller-as-root": (controller_as_root, "must run as a non-root user"),
     "controller-wrong-serviceaccount": (controller_wrong_sa, "not its own component's"),
     "controller-one-replica": (controller_one_replica, "replicas 1, values say 2"),
-    "cni-extra-capability": (cni_extra_capability, "capabilities must be drop ALL, add ['NET_ADMIN', 'SYS_ADMIN']"),
+    "cni-extra-capability": (cni_extra_capability, "capabilities must be drop ALL, add ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN']"),
     "cni-privileged": (cni_privileged, "privileged"),
     "cni-without-netns": (cni_no_netns, "no hostPath volume for /var/run/netns"),
     "conflist-wrong-type": (conflist_wrong_type, "type ycloud-cni first"),

@@ -41,6 +41,7 @@ fn main() {
         ))
         .expect("schema"),
     );
+    let rss_start = status_kib("VmRSS:");
     // Built as text directly: a serde_json map of this size would dominate the peak RSS.
     let mut text = String::from("{\"Load_Balancer\":{");
     for i in 0..n {
@@ -111,6 +112,8 @@ fn main() {
         json!({"mode": mode, "rows": n, "json_bytes": json_bytes, "parse_ms": parse_ms,
                "apply_ms": apply_ms, "total_ms": total_ms, "snapshot_us": snap_us,
                "rss_mib_after": status_kib("VmRSS:") / 1024,
+               // What the loaded cache costs per row (the text is freed by now).
+               "rss_bytes_per_row": (status_kib("VmRSS:").saturating_sub(rss_start) * 1024) / n as u64,
                "peak_rss_mib_before": rss_before / 1024, "peak_rss_mib": peak_rss_kib() / 1024})
     );
 }

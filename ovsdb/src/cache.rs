@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::schema::{ColumnType, DatabaseSchema, SchemaError, TableSchema};
-use crate::value::{Atom, Row, RowUpdate, RowUpdate2, Value};
+use crate::value::{Atom, AtomMap, Row, RowUpdate, RowUpdate2, Value};
 
 /// Errors applying an update to the cache. Any of them means the cache no longer follows
 /// the server: the client should [`Cache::clear`] and monitor again.
@@ -138,8 +138,15 @@ struct TableState {
 
 /// Index key (values of the index columns, in schema order) → row.
 type UniqueIndex = BTreeMap<Vec<Value>, Uuid>;
-/// Index key → rows.
-type MultiIndex = BTreeMap<Value, BTreeSet<Uuid>>;
+/// Index key → rows, sorted. A vector rather than a `BTreeSet`: most keys (an owner's
+/// external id) name one row, and a B-tree node for one UUID costs ~200 bytes.
+type MultiIndex = BTreeMap<Value, Vec<Uuid>>;
+
+fn add_sorted(set: &mut Vec<Uuid>, u: Uuid) {
+    if let Err(i) = set.binary_search(&u) {
+        set.insert(i, u);
+    }
+}
 /// Parsed table-updates: table → (row, change) in server order.
 type Parsed = Vec<(String, Vec<(Uuid, Op)>)>;
 
@@ -156,7 +163,7 @@ impl TableState {
         }
         for (ci, idx) in &mut self.client {
             if let Some(k) = ci.key_of(row) {
-                idx.entry(k).or_default().insert(uuid);
+                add_sorted(idx.entry(k).or_default(), uuid);
             }
         }
     }
@@ -176,7 +183,9 @@ impl TableState {
             if let Some(k) = ci.key_of(row)
                 && let Some(set) = idx.get_mut(&k)
             {
-                set.remove(&uuid);
+                if let Ok(i) = set.binary_search(&uuid) {
+                    set.remove(i);
+                }
                 if set.is_empty() {
                     idx.remove(&k);
                 }
@@ -408,7 +417,7 @@ impl Cache {
         let mut idx = MultiIndex::new();
         for (u, row) in &t.rows {
             if let Some(k) = index.key_of(row) {
-                idx.entry(k).or_default().insert(*u);
+                add_sorted(idx.entry(k).or_default(), *u);
             }
         }
         t.client.insert(index, idx);
@@ -481,6 +490,16 @@ impl Cache {
             self.publish(changes);
         }
         self.set_last_txn_id(None);
+    }
+
+    fn has_subscribers(&self) -> bool {
+        let mut subs = self
+            .inner
+            .subscribers
+            .lock()
+            .expect("subscribers lock poisoned");
+        subs.retain(|s| !s.is_closed());
+        !subs.is_empty()
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -576,6 +595,10 @@ impl Cache {
                 }
             }
         }
+        // Nobody listening (the usual case for a bulk initial load): skip building a
+        // `Change` per row. A subscriber that arrives later reads a snapshot taken after this
+        // update, so it misses nothing.
+        let wanted = self.has_subscribers();
         let mut changes = Vec::new();
         let db = Arc::make_mut(&mut *guard);
         for (table, rows) in parsed {
@@ -615,6 +638,9 @@ impl Cache {
                     None => {
                         t.rows.remove(&uuid);
                     }
+                }
+                if !wanted {
+                    continue;
                 }
                 let kind = match (&old, &new) {
                     (None, _) => ChangeKind::Insert,
@@ -826,7 +852,7 @@ pub fn diff_of(old: &Value, new: &Value) -> Value {
     match (old, new) {
         (Value::Set(o), Value::Set(n)) => Value::Set(o.symmetric_difference(n).cloned().collect()),
         (Value::Map(o), Value::Map(n)) => {
-            let mut d = BTreeMap::<Atom, Atom>::new();
+            let mut d = AtomMap::new();
             for (k, v) in o {
                 match n.get(k) {
                     None => {

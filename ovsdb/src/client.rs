@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::codec::DEFAULT_MAX_MESSAGE;
+use crate::codec::{DEFAULT_MAX_MESSAGE, RawJson};
 use crate::error::Error;
 use crate::ops::{Operation, OperationResult, TransactResult, transact_params};
 use crate::rpc::{Connection, ConnectionOptions, Notification, NotificationSink, error_chain};
@@ -545,6 +545,47 @@ struct ClientSink {
     server: Arc<ServerWatch>,
 }
 
+impl ClientSink {
+    /// Applies one `update`/`update2`/`update3` to its monitor's target; a target that
+    /// cannot apply it makes the client reconnect and reload (never continue silently).
+    fn apply_update(
+        inner: &Inner,
+        id: &str,
+        method: &str,
+        txn: Option<String>,
+        apply: impl FnOnce(&dyn monitor::MonitorTarget, UpdateFormat) -> Result<(), String>,
+    ) {
+        let Some(state) = inner.lock_monitors().get(id).cloned() else {
+            tracing::debug!(monitor = %id, "update for an unknown monitor (cancelled?)");
+            return;
+        };
+        let fmt = if method == "update" {
+            UpdateFormat::V1
+        } else {
+            UpdateFormat::V2
+        };
+        match apply(&*state.target, fmt) {
+            Ok(()) => {
+                if let Some(t) = txn {
+                    state.target.set_last_txn_id(Some(t));
+                }
+            }
+            Err(error) => {
+                // The target may now be missing a change: never continue silently.
+                // Forget the txn id so the reconnect reloads everything.
+                state.target.set_last_txn_id(None);
+                let _ = inner.events.send(Event::MonitorError {
+                    monitor: id.to_owned(),
+                    error: error.clone(),
+                });
+                let _ = inner
+                    .control
+                    .send(Control::Reconnect(format!("monitor {id}: {error}")));
+            }
+        }
+    }
+}
+
 impl NotificationSink for ClientSink {
     fn notify(&mut self, n: Notification) {
         let Some(inner) = self.inner.upgrade() else {
@@ -569,42 +610,20 @@ impl NotificationSink for ClientSink {
                     }
                     return;
                 }
-                let Some(state) = inner.lock_monitors().get(&id).cloned() else {
-                    tracing::debug!(monitor = %id, "update for an unknown monitor (cancelled?)");
-                    return;
+                let (txn, updates) = match n.method.as_str() {
+                    "update3" => (params.get(1).and_then(Value::as_str), params.get(2)),
+                    _ => (None, params.get(1)),
                 };
-                let (fmt, txn, updates) = match n.method.as_str() {
-                    "update" => (UpdateFormat::V1, None, params.get(1)),
-                    "update2" => (UpdateFormat::V2, None, params.get(1)),
-                    _ => (
-                        UpdateFormat::V2,
-                        params.get(1).and_then(Value::as_str),
-                        params.get(2),
-                    ),
-                };
-                let res = match updates {
-                    Some(u) => state.target.apply(fmt, u),
-                    None => Err(format!("{} without table updates", n.method)),
-                };
-                match res {
-                    Ok(()) => {
-                        if let Some(t) = txn {
-                            state.target.set_last_txn_id(Some(t.to_owned()));
-                        }
-                    }
-                    Err(error) => {
-                        // The target may now be missing a change: never continue silently.
-                        // Forget the txn id so the reconnect reloads everything.
-                        state.target.set_last_txn_id(None);
-                        let _ = inner.events.send(Event::MonitorError {
-                            monitor: id.clone(),
-                            error: error.clone(),
-                        });
-                        let _ = inner
-                            .control
-                            .send(Control::Reconnect(format!("monitor {id}: {error}")));
-                    }
-                }
+                Self::apply_update(
+                    &inner,
+                    &id,
+                    &n.method,
+                    txn.map(str::to_owned),
+                    |target, fmt| match updates {
+                        Some(u) => target.apply(fmt, u),
+                        None => Err(format!("{} without table updates", n.method)),
+                    },
+                );
             }
             "locked" => {
                 let _ = inner.events.send(Event::Locked { lock: first_str() });
@@ -614,6 +633,58 @@ impl NotificationSink for ClientSink {
             }
             other => tracing::debug!(method = other, "ignored notification"),
         }
+    }
+
+    /// Updates of our own monitors go to their targets as text
+    /// ([`monitor::MonitorTarget::apply_str`]); everything else is parsed and goes through
+    /// [`ClientSink::notify`].
+    fn notify_raw(&mut self, method: String, params: RawJson) {
+        let parsed = || match params.to_value() {
+            Ok(params) => Some(Notification {
+                method: method.clone(),
+                params,
+            }),
+            Err(e) => {
+                tracing::warn!(method, error = %e, "dropped a notification that is not valid JSON");
+                None
+            }
+        };
+        if !matches!(method.as_str(), "update" | "update2" | "update3") {
+            if let Some(n) = parsed() {
+                self.notify(n);
+            }
+            return;
+        }
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let parts = params.elements().unwrap_or_default();
+        let id = parts
+            .first()
+            .and_then(|p| p.to_value().ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if id == SERVER_MONITOR_ID {
+            // Small, and handled as a tree.
+            if let Some(n) = parsed() {
+                self.notify(n);
+            }
+            return;
+        }
+        let (txn, updates) = match method.as_str() {
+            "update3" => (
+                parts
+                    .get(1)
+                    .and_then(|p| p.to_value().ok())
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                parts.get(2),
+            ),
+            _ => (None, parts.get(1)),
+        };
+        Self::apply_update(&inner, &id, &method, txn, |target, fmt| match updates {
+            Some(u) => target.apply_str(fmt, u.as_str()),
+            None => Err(format!("{method} without table updates")),
+        });
     }
 }
 

@@ -12,7 +12,7 @@
 //! larger than the size limit (checked while scanning, so a peer cannot make us buffer
 //! without bound), and anything `serde_json` refuses once a value is delimited.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Default limit for one message: the initial monitor reply of a large NB database is one
@@ -81,11 +81,9 @@ impl JsonCodec {
     }
 }
 
-impl Decoder for JsonCodec {
-    type Item = serde_json::Value;
-    type Error = CodecError;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+impl JsonCodec {
+    /// Cuts the next complete top-level value out of `buf`: its stream offset and bytes.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<(u64, BytesMut)>, CodecError> {
         // Skip whitespace between messages so it never counts against the limit.
         if self.scan.depth == 0 {
             let ws = buf.iter().take_while(|&&b| Self::is_ws(b)).count();
@@ -128,9 +126,7 @@ impl Decoder for JsonCodec {
                             let offset = self.consumed;
                             self.consumed += frame.len() as u64;
                             self.scan = Scan::default();
-                            return serde_json::from_slice(&frame)
-                                .map(Some)
-                                .map_err(|source| CodecError::Json { offset, source });
+                            return Ok(Some((offset, frame)));
                         }
                     }
                     _ => {}
@@ -151,6 +147,20 @@ impl Decoder for JsonCodec {
         }
         Ok(None)
     }
+}
+
+impl Decoder for JsonCodec {
+    type Item = serde_json::Value;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        match self.next_frame(buf)? {
+            None => Ok(None),
+            Some((offset, frame)) => serde_json::from_slice(&frame)
+                .map(Some)
+                .map_err(|source| CodecError::Json { offset, source }),
+        }
+    }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
         match self.decode(buf)? {
@@ -159,6 +169,296 @@ impl Decoder for JsonCodec {
             None => Err(CodecError::Truncated { pending: buf.len() }),
         }
     }
+}
+
+/// One complete top-level JSON value as received, not parsed: valid UTF-8, balanced
+/// brackets, otherwise unchecked. The reader parses the small parts of a message and hands
+/// big members (a monitor reply's `result`, an update's table-updates) on as text, so the
+/// cache can read them without a `serde_json::Value` tree in between.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Stream offset of the first byte, for error messages.
+    pub offset: u64,
+    bytes: Bytes,
+}
+
+impl Frame {
+    pub fn as_str(&self) -> &str {
+        // Checked when the frame was cut (`FrameCodec::decode`); re-checking a 30 MB frame
+        // costs milliseconds and keeps this crate free of `unsafe`.
+        std::str::from_utf8(&self.bytes).expect("frames are checked for UTF-8 when cut")
+    }
+
+    /// A part of this frame (a byte range of [`Frame::as_str`] on character boundaries).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> RawJson {
+        RawJson {
+            bytes: self.bytes.slice(range),
+        }
+    }
+}
+
+/// A JSON value kept as text: a slice of a received [`Frame`] (shared, not copied).
+#[derive(Clone)]
+pub struct RawJson {
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawJson({})", excerpt_str(self.as_str()))
+    }
+}
+
+impl RawJson {
+    /// Text that is not part of a frame (tests, and `null` for a missing member).
+    pub fn from_static(text: &'static str) -> RawJson {
+        RawJson {
+            bytes: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    /// Owned text (tests, and a value that had to be re-serialized).
+    pub fn from_string(text: String) -> RawJson {
+        RawJson {
+            bytes: Bytes::from(text.into_bytes()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes).expect("cut from a UTF-8 frame on char boundaries")
+    }
+
+    /// Parses the text (for the small values that are handled as trees).
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The elements of a JSON array, each as text (not parsed).
+    pub fn elements(&self) -> Result<Vec<RawJson>, ScanError> {
+        let text = self.as_str();
+        Ok(array_elements(text)?
+            .into_iter()
+            .map(|r| RawJson {
+                bytes: self.bytes.slice(r),
+            })
+            .collect())
+    }
+}
+
+/// The start of `text` for an error message: a bad message may be megabytes long.
+pub(crate) fn excerpt_str(text: &str) -> String {
+    if text.len() <= 200 {
+        return text.to_owned();
+    }
+    let mut end = 200;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// Frames a byte stream like [`JsonCodec`] but hands out each message unparsed, as a
+/// [`Frame`] (checked for UTF-8 only).
+#[derive(Debug, Clone, Default)]
+pub struct FrameCodec(JsonCodec);
+
+impl FrameCodec {
+    pub fn new(max_len: usize) -> Self {
+        FrameCodec(JsonCodec::new(max_len))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let Some((offset, frame)) = self.0.next_frame(buf)? else {
+            return Ok(None);
+        };
+        if let Err(e) = std::str::from_utf8(&frame) {
+            return Err(CodecError::Json {
+                offset,
+                source: <serde_json::Error as serde::de::Error>::custom(format!(
+                    "invalid UTF-8 at byte {} of the message",
+                    e.valid_up_to()
+                )),
+            });
+        }
+        Ok(Some(Frame {
+            offset,
+            bytes: frame.freeze(),
+        }))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        match self.decode(buf)? {
+            Some(v) => Ok(Some(v)),
+            None if buf.iter().all(|&b| JsonCodec::is_ws(b)) => Ok(None),
+            None => Err(CodecError::Truncated { pending: buf.len() }),
+        }
+    }
+}
+
+/// Why the top level of a frame could not be split into members or elements.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{what} at byte {at}")]
+pub struct ScanError {
+    pub what: String,
+    pub at: usize,
+}
+
+fn scan_err(what: impl Into<String>, at: usize) -> ScanError {
+    ScanError {
+        what: what.into(),
+        at,
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && JsonCodec::is_ws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the string starting with the quote at `i`.
+fn string_end(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Ok(j + 1),
+            _ => j += 1,
+        }
+    }
+    Err(scan_err("unterminated string", i))
+}
+
+/// End (exclusive) of the value starting at `i`. Only the structure is followed (strings,
+/// bracket depth); whoever parses the value checks it.
+fn value_end(b: &[u8], i: usize) -> Result<usize, ScanError> {
+    match b.get(i) {
+        None => Err(scan_err("expected a value", i)),
+        Some(b'"') => string_end(b, i),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            Err(scan_err("unbalanced brackets", i))
+        }
+        Some(_) => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']') && !JsonCodec::is_ws(b[j]) {
+                j += 1;
+            }
+            if j == i {
+                return Err(scan_err("expected a value", i));
+            }
+            Ok(j)
+        }
+    }
+}
+
+/// The members of the JSON object `text`: each key (unescaped) and the byte range of its
+/// value, in order. Values are not parsed.
+pub fn object_members(text: &str) -> Result<Vec<(String, std::ops::Range<usize>)>, ScanError> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Err(scan_err("expected '{'", i));
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(scan_err("expected a member name", i));
+            }
+            let kend = string_end(b, i)?;
+            let key: String = serde_json::from_str(&text[i..kend])
+                .map_err(|e| scan_err(format!("bad member name: {e}"), i))?;
+            i = skip_ws(b, kend);
+            if b.get(i) != Some(&b':') {
+                return Err(scan_err("expected ':'", i));
+            }
+            i = skip_ws(b, i + 1);
+            let vend = value_end(b, i)?;
+            out.push((key, i..vend));
+            i = skip_ws(b, vend);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(scan_err("expected ',' or '}'", i)),
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return Err(scan_err("trailing characters", i));
+    }
+    Ok(out)
+}
+
+/// The byte ranges of the elements of the JSON array `text`, in order. Elements are not
+/// parsed.
+pub fn array_elements(text: &str) -> Result<Vec<std::ops::Range<usize>>, ScanError> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return Err(scan_err("expected '['", i));
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            let vend = value_end(b, i)?;
+            out.push(i..vend);
+            i = skip_ws(b, vend);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(scan_err("expected ',' or ']'", i)),
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return Err(scan_err("trailing characters", i));
+    }
+    Ok(out)
 }
 
 fn describe_byte(b: u8) -> String {
@@ -355,5 +655,95 @@ mod tests {
         ) {
             let _ = decode_chunks(&mut JsonCodec::default(), &[s.as_bytes()]);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn the_members_of_an_object_split_at_the_top_level_parse_back_to_the_object(
+            m in prop::collection::btree_map("[a-z{}\"\\\\é]{0,6}", arb_json(), 0..6),
+            pretty in any::<bool>(),
+        ) {
+            let obj = serde_json::Value::Object(m.into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&obj).unwrap()
+            } else {
+                serde_json::to_string(&obj).unwrap()
+            };
+            let members = object_members(&text).unwrap();
+            let back: serde_json::Map<String, serde_json::Value> = members
+                .into_iter()
+                .map(|(k, r)| (k, serde_json::from_str(&text[r]).unwrap()))
+                .collect();
+            prop_assert_eq!(serde_json::Value::Object(back), obj);
+        }
+
+        #[test]
+        fn the_elements_of_an_array_split_at_the_top_level_parse_back_to_the_array(
+            v in prop::collection::vec(arb_json(), 0..6),
+            pretty in any::<bool>(),
+        ) {
+            let arr = serde_json::Value::Array(v);
+            let text = if pretty {
+                serde_json::to_string_pretty(&arr).unwrap()
+            } else {
+                serde_json::to_string(&arr).unwrap()
+            };
+            let back: Vec<serde_json::Value> = array_elements(&text)
+                .unwrap()
+                .into_iter()
+                .map(|r| serde_json::from_str(&text[r]).unwrap())
+                .collect();
+            prop_assert_eq!(serde_json::Value::Array(back), arr);
+        }
+
+        #[test]
+        fn splitting_garbage_is_an_error_or_ranges_inside_the_text_but_never_a_panic(
+            s in "[{}\\[\\]\",:a1 \\\\]{0,40}",
+        ) {
+            if let Ok(members) = object_members(&s) {
+                for (_, r) in members {
+                    prop_assert!(r.end <= s.len());
+                }
+            }
+            if let Ok(elements) = array_elements(&s) {
+                for r in elements {
+                    prop_assert!(r.end <= s.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_top_level_is_an_error_naming_the_byte() {
+        assert_eq!(
+            object_members(r#"{"a" 1}"#).unwrap_err().to_string(),
+            "expected ':' at byte 5"
+        );
+        assert_eq!(
+            object_members(r#"{"a":1,}"#).unwrap_err().to_string(),
+            "expected a member name at byte 7"
+        );
+        assert_eq!(
+            array_elements("[1,2] x").unwrap_err().to_string(),
+            "trailing characters at byte 5"
+        );
+        assert_eq!(
+            array_elements(r#"["a]"#).unwrap_err().to_string(),
+            "unterminated string at byte 1"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_the_exact_text_of_one_message_and_invalid_utf8_is_an_error_with_its_offset() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::from(&b" {\"a\": [1, \"}\"]}\n[2]"[..]);
+        let f = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.offset, f.as_str()), (1, "{\"a\": [1, \"}\"]}"));
+        let f = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.offset, f.as_str()), (17, "[2]"));
+        let mut buf = BytesMut::from(&b"{\"a\":\"\xff\"}"[..]);
+        let err = FrameCodec::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(&err, CodecError::Json { offset: 0, .. }), "{err}");
+        assert!(err.to_string().contains("invalid UTF-8 at byte 6"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use crate::schema::{AtomicType, DatabaseSchema, Problem, SchemaError, bad_value};
-use crate::value::{Atom, Row, Value};
+use crate::value::{Atom, AtomMap, AtomSet, Row, Value};
 
 /// Errors building, validating or reading operations.
 #[derive(Debug, thiserror::Error)]
@@ -887,11 +887,11 @@ pub fn map_set_keys<K: Into<Atom>, V: Into<Atom>>(
     column: &str,
     pairs: impl IntoIterator<Item = (K, V)>,
 ) -> Operation {
-    let pairs: BTreeMap<Atom, Atom> = pairs
+    let pairs: AtomMap = pairs
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
-    let keys: BTreeSet<Atom> = pairs.keys().cloned().collect();
+    let keys: AtomSet = pairs.keys().cloned().collect();
     mutate(
         table,
         uuid,
@@ -922,15 +922,15 @@ pub fn map_update(
     table: impl Into<String>,
     uuid: Uuid,
     column: &str,
-    old: &BTreeMap<Atom, Atom>,
-    new: &BTreeMap<Atom, Atom>,
+    old: &AtomMap,
+    new: &AtomMap,
 ) -> Option<Operation> {
-    let stale: BTreeSet<Atom> = old
+    let stale: AtomSet = old
         .iter()
         .filter(|(k, v)| new.get(*k) != Some(*v))
         .map(|(k, _)| k.clone())
         .collect();
-    let fresh: BTreeMap<Atom, Atom> = new
+    let fresh: AtomMap = new
         .iter()
         .filter(|(k, v)| old.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))

@@ -27,9 +27,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::codec::{CodecError, DEFAULT_MAX_MESSAGE, JsonCodec};
+use crate::codec::{
+    self, CodecError, DEFAULT_MAX_MESSAGE, Frame, FrameCodec, JsonCodec, RawJson, excerpt_str,
+};
 use crate::error::Error;
-use crate::jsonrpc::{Message, excerpt};
+use crate::jsonrpc::{Message, MessageError, excerpt};
 use crate::transport::{self, BoxStream, Remote};
 
 /// Process-wide connection numbers, so state can remember which connection it belongs to.
@@ -71,6 +73,18 @@ pub struct Notification {
 /// reads nothing else while it runs.
 pub trait NotificationSink: Send + 'static {
     fn notify(&mut self, n: Notification);
+    /// Every notification arrives here first, its `params` (a JSON array) still as text, so
+    /// a sink can hand big parts (an update's table-updates) on without building a
+    /// `serde_json::Value` tree. The default parses them and calls [`NotificationSink::notify`].
+    fn notify_raw(&mut self, method: String, params: RawJson) {
+        match params.to_value() {
+            Ok(params) => self.notify(Notification { method, params }),
+            // The reader checked the frame's structure, not every token: say what was lost.
+            Err(e) => {
+                tracing::warn!(method, error = %e, "dropped a notification that is not valid JSON")
+            }
+        }
+    }
 }
 
 /// The default sink: an unbounded channel, so nothing is ever dropped or reordered.
@@ -85,9 +99,27 @@ impl NotificationSink for mpsc::UnboundedSender<Notification> {
 /// connection, with `Error::Disconnected`).
 pub type ReplyHandler = Box<dyn FnOnce(Result<Value, Error>) + Send>;
 
+/// Like [`ReplyHandler`], getting the `result` as text: for replies too big to want a
+/// `serde_json::Value` tree of (the initial monitor reply).
+pub type RawReplyHandler = Box<dyn FnOnce(Result<RawJson, Error>) + Send>;
+
+enum Handler {
+    Value(ReplyHandler),
+    Raw(RawReplyHandler),
+}
+
+impl Handler {
+    fn fail(self, e: Error) {
+        match self {
+            Handler::Value(h) => h(Err(e)),
+            Handler::Raw(h) => h(Err(e)),
+        }
+    }
+}
+
 struct Pending {
     method: String,
-    handler: ReplyHandler,
+    handler: Handler,
 }
 
 struct State {
@@ -135,10 +167,10 @@ impl Shared {
         }
         let text = error_chain(&reason);
         for (_, p) in pending {
-            (p.handler)(Err(Error::Disconnected {
+            p.handler.fail(Error::Disconnected {
                 reason: text.clone(),
                 retriable: true,
-            }));
+            });
         }
         self.closed_tx.send_replace(Some(reason));
     }
@@ -206,7 +238,7 @@ impl Connection {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             closed_tx,
         });
-        let reader = FramedRead::with_capacity(rd, JsonCodec::new(opts.max_message), 64 * 1024);
+        let reader = FramedRead::with_capacity(rd, FrameCodec::new(opts.max_message), 64 * 1024);
         let writer = FramedWrite::new(wr, JsonCodec::new(opts.max_message));
         let w = tokio::spawn(write_loop(shared.clone(), writer, out_rx));
         let r = tokio::spawn(read_loop(
@@ -246,6 +278,20 @@ impl Connection {
         params: Value,
         handler: ReplyHandler,
     ) -> Result<u64, Error> {
+        self.send(method, params, Handler::Value(handler))
+    }
+
+    /// [`Connection::send_request`] whose handler gets the `result` unparsed, as text.
+    pub fn send_request_raw(
+        &self,
+        method: &str,
+        params: Value,
+        handler: RawReplyHandler,
+    ) -> Result<u64, Error> {
+        self.send(method, params, Handler::Raw(handler))
+    }
+
+    fn send(&self, method: &str, params: Value, handler: Handler) -> Result<u64, Error> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.shared.lock();
@@ -388,7 +434,7 @@ fn codec_error(remote: &str, e: CodecError) -> Error {
 
 async fn read_loop(
     shared: Arc<Shared>,
-    mut reader: FramedRead<tokio::io::ReadHalf<BoxStream>, JsonCodec>,
+    mut reader: FramedRead<tokio::io::ReadHalf<BoxStream>, FrameCodec>,
     mut sink: Box<dyn NotificationSink>,
     probe: Option<Duration>,
 ) {
@@ -414,7 +460,7 @@ async fn read_loop(
             None => reader.next().await,
         };
         probe_sent = false;
-        let value = match next {
+        let frame = match next {
             None => {
                 break Error::Io {
                     remote: shared.remote.clone(),
@@ -425,50 +471,156 @@ async fn read_loop(
                 };
             }
             Some(Err(e)) => break codec_error(&shared.remote, e),
-            Some(Ok(v)) => v,
+            Some(Ok(f)) => f,
         };
-        let msg = match Message::from_value(value) {
-            Ok(m) => m,
-            Err(source) => {
-                break Error::BadMessage {
-                    remote: shared.remote.clone(),
-                    source,
-                };
-            }
-        };
-        match msg {
-            Message::Request { method, params, id } => {
-                let reply = if method == "echo" {
-                    Message::ok(params, id)
-                } else {
-                    Message::err(json!("unknown method"), id)
-                };
-                let _ = shared.out.send(reply.to_value());
-            }
-            Message::Notification { method, params } => {
-                sink.notify(Notification { method, params })
-            }
-            Message::Response { result, error, id } => {
-                let Some(n) = id.as_u64() else {
-                    if id != json!(PROBE_ID) {
-                        tracing::debug!(remote = %shared.remote, id = %id, "reply with an id we never used");
-                    }
-                    continue;
-                };
-                let Some(p) = shared.lock().pending.remove(&n) else {
-                    tracing::debug!(remote = %shared.remote, id = n, "reply to no pending request");
-                    continue;
-                };
-                let outcome = if error.is_null() {
-                    Ok(result)
-                } else {
-                    Err(rpc_error(&p.method, &error))
-                };
-                (p.handler)(outcome);
-            }
+        if let Err(e) = handle_frame(&shared, &mut *sink, frame) {
+            break e;
         }
     };
     shared.shutdown(reason);
+}
+
+/// One received message. Responses and notifications are split at the top level without
+/// parsing their big member (`result`, `params`): a reply whose handler wants text and every
+/// notification's params go on as slices of the frame. Everything else (and anything the
+/// split does not recognise) is parsed whole and checked as before.
+fn handle_frame(
+    shared: &Shared,
+    sink: &mut dyn NotificationSink,
+    frame: Frame,
+) -> Result<(), Error> {
+    let text = frame.as_str();
+    let json_err = |source| {
+        codec_error(
+            &shared.remote,
+            CodecError::Json {
+                offset: frame.offset,
+                source,
+            },
+        )
+    };
+    let bad_message = |source| Error::BadMessage {
+        remote: shared.remote.clone(),
+        source,
+    };
+    let whole = |sink: &mut dyn NotificationSink| -> Result<(), Error> {
+        let value: Value = serde_json::from_str(text).map_err(json_err)?;
+        let msg = Message::from_value(value).map_err(bad_message)?;
+        handle_message(shared, sink, msg);
+        Ok(())
+    };
+    let Ok(members) = codec::object_members(text) else {
+        return whole(sink);
+    };
+    // A repeated member: the last one counts, as when parsing into a map.
+    let get = |k: &str| {
+        members
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, r)| r.clone())
+    };
+    let small = |r: std::ops::Range<usize>| -> Result<Value, Error> {
+        serde_json::from_str(&text[r]).map_err(json_err)
+    };
+    let id = get("id").map(small).transpose()?.unwrap_or(Value::Null);
+    if let Some(m) = get("method") {
+        let (Some(p), true) = (get("params"), id.is_null()) else {
+            return whole(sink);
+        };
+        let method = match small(m)? {
+            Value::String(s) => s,
+            other => return Err(bad_message(MessageError::BadMethod(excerpt(&other)))),
+        };
+        if !text[p.clone()].starts_with('[') {
+            let params = small(p)?;
+            return Err(bad_message(MessageError::BadParams(excerpt(&params))));
+        }
+        sink.notify_raw(method, frame.slice(p));
+        return Ok(());
+    }
+    let result = get("result");
+    let error = get("error");
+    if result.is_none() && error.is_none() {
+        return whole(sink);
+    }
+    if id.is_null() {
+        return Err(bad_message(MessageError::MissingId(excerpt_str(text))));
+    }
+    let error = error.map(small).transpose()?.unwrap_or(Value::Null);
+    let Some(n) = id.as_u64() else {
+        if id != json!(PROBE_ID) {
+            tracing::debug!(remote = %shared.remote, id = %id, "reply with an id we never used");
+        }
+        return Ok(());
+    };
+    let Some(p) = shared.lock().pending.remove(&n) else {
+        tracing::debug!(remote = %shared.remote, id = n, "reply to no pending request");
+        return Ok(());
+    };
+    if !error.is_null() {
+        p.handler.fail(rpc_error(&p.method, &error));
+        return Ok(());
+    }
+    match p.handler {
+        Handler::Raw(h) => h(Ok(match result {
+            Some(r) => frame.slice(r),
+            None => RawJson::from_static("null"),
+        })),
+        Handler::Value(h) => match result.map(small).transpose() {
+            Ok(v) => h(Ok(v.unwrap_or(Value::Null))),
+            Err(e) => {
+                h(Err(Error::Disconnected {
+                    reason: error_chain(&e),
+                    retriable: true,
+                }));
+                return Err(e);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// A message parsed whole (requests from the server, and anything unusual).
+fn handle_message(shared: &Shared, sink: &mut dyn NotificationSink, msg: Message) {
+    match msg {
+        Message::Request { method, params, id } => {
+            let reply = if method == "echo" {
+                Message::ok(params, id)
+            } else {
+                Message::err(json!("unknown method"), id)
+            };
+            let _ = shared.out.send(reply.to_value());
+        }
+        Message::Notification { method, params } => sink.notify(Notification { method, params }),
+        Message::Response { result, error, id } => {
+            let Some(n) = id.as_u64() else {
+                if id != json!(PROBE_ID) {
+                    tracing::debug!(remote = %shared.remote, id = %id, "reply with an id we never used");
+                }
+                return;
+            };
+            let Some(p) = shared.lock().pending.remove(&n) else {
+                tracing::debug!(remote = %shared.remote, id = n, "reply to no pending request");
+                return;
+            };
+            if !error.is_null() {
+                p.handler.fail(rpc_error(&p.method, &error));
+                return;
+            }
+            match p.handler {
+                Handler::Value(h) => h(Ok(result)),
+                // Only reached when the split failed; hand the text of the parsed value on.
+                Handler::Raw(h) => match serde_json::to_string(&result) {
+                    Ok(t) => h(Ok(RawJson::from_string(t))),
+                    Err(e) => h(Err(Error::Disconnected {
+                        reason: e.to_string(),
+                        retriable: true,
+                    })),
+                },
+            }
+        }
+    }
 }
 
 /// A JSON-RPC `error` member: ovsdb-server sends a string (`"unknown method"`) or an object
@@ -625,5 +777,110 @@ mod tests {
             matches!(&err, Error::Rpc { method, error, .. } if method == "monitor_cond_since" && error == "unknown method"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_raw_handler_gets_the_result_text_as_sent_and_a_value_handler_gets_a_tree() {
+        let (conn, mut server, _notes) = pair(ConnectionOptions::default());
+        let (raw_tx, raw_rx) = oneshot::channel();
+        conn.send_request_raw(
+            "monitor_cond",
+            json!([]),
+            Box::new(move |r| {
+                let _ = raw_tx.send(r.map(|t| t.as_str().to_owned()));
+            }),
+        )
+        .unwrap();
+        let call = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.call("list_dbs", json!([])).await }
+        });
+        // Both requests may come in one read: decode them from one buffer.
+        let mut codec = JsonCodec::default();
+        let mut buf = bytes::BytesMut::new();
+        let mut ids = Vec::new();
+        while ids.len() < 2 {
+            use tokio_util::codec::Decoder;
+            match codec.decode(&mut buf).unwrap() {
+                Some(v) => ids.push(v["id"].clone()),
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = server.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "connection closed");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        let (id1, id2) = (&ids[0], &ids[1]);
+        // Members in an unusual order, whitespace and escapes: the raw text is a slice.
+        let wire = format!(
+            r#"{{"error":null, "result" : {{"T": {{"u": "\"}}\u00e9"}} }}, "id":{id1}}}{{"id":{id2},"result":["a", "b"],"error":null}}"#
+        );
+        server.write_all(wire.as_bytes()).await.unwrap();
+        assert_eq!(
+            raw_rx.await.unwrap().unwrap(),
+            r#"{"T": {"u": "\"}\u00e9"} }"#
+        );
+        assert_eq!(call.await.unwrap().unwrap(), json!(["a", "b"]));
+        assert!(!conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_raw_handler_gets_an_error_reply_as_an_rpc_error() {
+        let (conn, mut server, _notes) = pair(ConnectionOptions::default());
+        let (tx, rx) = oneshot::channel();
+        conn.send_request_raw(
+            "monitor_cond_since",
+            json!([]),
+            Box::new(move |r| {
+                let _ = tx.send(r.map(|t| t.as_str().to_owned()));
+            }),
+        )
+        .unwrap();
+        let id = read_message(&mut server).await["id"].clone();
+        server
+            .write_all(
+                format!(r#"{{"id":{id},"result":null,"error":"unknown method"}}"#).as_bytes(),
+            )
+            .await
+            .unwrap();
+        let err = rx.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, Error::Rpc { method, error, .. } if method == "monitor_cond_since" && error == "unknown method"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_is_not_json_fails_the_call_and_closes_the_connection_naming_the_offset() {
+        let (conn, mut server, _notes) = pair(ConnectionOptions::default());
+        let call = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.call("list_dbs", json!([])).await }
+        });
+        let id = read_message(&mut server).await["id"].clone();
+        server
+            .write_all(format!(r#"{{"id":{id},"result":[1,,2],"error":null}}"#).as_bytes())
+            .await
+            .unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Disconnected { .. }), "{err}");
+        let reason = conn.closed().await;
+        let text = error_chain(&*reason);
+        assert!(
+            matches!(*reason, Error::Protocol { .. }) && text.contains("stream byte 0"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_notification_whose_params_are_not_an_array_closes_the_connection() {
+        let (conn, mut server, _notes) = pair(ConnectionOptions::default());
+        server
+            .write_all(br#"{"method":"update2","params":{"a":1},"id":null}"#)
+            .await
+            .unwrap();
+        let reason = conn.closed().await;
+        assert!(matches!(*reason, Error::BadMessage { .. }), "{reason}");
     }
 }

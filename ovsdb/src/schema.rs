@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use crate::value::{Atom, Value};
+use crate::value::{Atom, AtomMap, AtomSet, Value};
 
 /// Errors reading a schema, or a value that does not fit it.
 #[derive(Debug, thiserror::Error)]
@@ -308,13 +308,13 @@ impl ColumnType {
     pub fn default_value(&self) -> Value {
         match (&self.value, self.min) {
             (Some(_), 0) => Value::empty_map(),
-            (Some(v), _) => Value::Map(BTreeMap::from([(
+            (Some(v), _) => Value::Map(AtomMap::from([(
                 self.key.atomic.default_atom(),
                 v.atomic.default_atom(),
             )])),
             (None, 0) => Value::empty_set(),
             (None, _) if self.is_scalar() => Value::Atom(self.key.atomic.default_atom()),
-            (None, _) => Value::Set(BTreeSet::from([self.key.atomic.default_atom()])),
+            (None, _) => Value::Set(AtomSet::from([self.key.atomic.default_atom()])),
         }
     }
 
@@ -521,7 +521,7 @@ fn parse_base(j: &Json, at: &str) -> Result<BaseType, SchemaError> {
             .map_err(|err| invalid(&format!("{at}.enum"), err.to_string()))?;
         let atoms: BTreeSet<Atom> = match v {
             Value::Atom(a) => BTreeSet::from([a]),
-            Value::Set(s) => s,
+            Value::Set(s) => s.into_iter().collect(),
             Value::Map(_) => {
                 return Err(invalid(
                     &format!("{at}.enum"),

@@ -1,15 +1,16 @@
 //! OVSDB data on the wire (RFC 7047 §5.1): atoms, sets, maps, rows, and the table-updates
 //! bodies of `update` / `update2` / `update3` notifications.
 //!
-//! Sets and maps are kept as `BTreeSet` / `BTreeMap` so two values that mean the same thing
-//! compare equal whatever order the server wrote them in; the cache compares rows with the
-//! server's dump and the op builders diff rows, both need that. A bare atom stays
+//! Sets and maps are kept sorted and without duplicates ([`AtomSet`], [`AtomMap`]: sorted
+//! vectors, see `value/sorted.rs` for why not B-trees) so two values that mean the same
+//! thing compare equal whatever order the server wrote them in; the cache compares rows
+//! with the server's dump and the op builders diff rows, both need that. A bare atom stays
 //! [`Value::Atom`] when parsed because without the schema nobody knows whether it is a
 //! scalar or a one-element set; [`crate::schema::ColumnType::normalize`] resolves that
 //! against a column type.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -17,6 +18,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+mod sorted;
+pub use sorted::{AtomMap, AtomSet, MapIter, MapKey};
 
 /// A row: column name → value. `_uuid` and `_version` appear in rows read from the server.
 pub type Row = BTreeMap<String, Value>;
@@ -155,17 +159,17 @@ impl fmt::Display for Atom {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Value {
     Atom(Atom),
-    Set(BTreeSet<Atom>),
-    Map(BTreeMap<Atom, Atom>),
+    Set(AtomSet),
+    Map(AtomMap),
 }
 
 impl Value {
     pub fn empty_set() -> Value {
-        Value::Set(BTreeSet::new())
+        Value::Set(AtomSet::new())
     }
 
     pub fn empty_map() -> Value {
-        Value::Map(BTreeMap::new())
+        Value::Map(AtomMap::new())
     }
 
     pub fn set<I: IntoIterator<Item = A>, A: Into<Atom>>(items: I) -> Value {
@@ -222,8 +226,8 @@ impl Value {
 
     /// The pairs of a map; an empty set counts as an empty map (without a schema the two
     /// cannot be told apart, and `["set",[]]` is a common way to write an empty map).
-    pub fn as_map(&self) -> Option<&BTreeMap<Atom, Atom>> {
-        static EMPTY: BTreeMap<Atom, Atom> = BTreeMap::new();
+    pub fn as_map(&self) -> Option<&AtomMap> {
+        static EMPTY: AtomMap = AtomMap::new();
         match self {
             Value::Map(m) => Some(m),
             Value::Set(s) if s.is_empty() => Some(&EMPTY),
@@ -234,7 +238,7 @@ impl Value {
     /// Value of `key` in a map value with string keys.
     pub fn map_get(&self, key: &str) -> Option<&Atom> {
         match self {
-            Value::Map(m) => m.get(&Atom::String(key.to_string())),
+            Value::Map(m) => m.get(key),
             _ => None,
         }
     }
@@ -259,7 +263,7 @@ impl Value {
             Value::Set(s) if scalar && s.len() == 1 => {
                 Value::Atom(fix(s.into_iter().next().expect("len 1"), key_real))
             }
-            Value::Atom(a) if !is_map => Value::Set(BTreeSet::from([fix(a, key_real)])),
+            Value::Atom(a) if !is_map => Value::Set(AtomSet::from([fix(a, key_real)])),
             Value::Set(s) if is_map && s.is_empty() => Value::empty_map(),
             Value::Set(s) if key_real => Value::Set(s.into_iter().map(|a| fix(a, true)).collect()),
             Value::Map(m) if key_real || value_real => Value::Map(
@@ -428,7 +432,7 @@ impl Serialize for Atom {
 
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Pairs<'a>(&'a BTreeMap<Atom, Atom>);
+        struct Pairs<'a>(&'a AtomMap);
         impl Serialize for Pairs<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len()))?;
@@ -443,7 +447,7 @@ impl Serialize for Value {
             Value::Set(set) => {
                 let mut seq = s.serialize_seq(Some(2))?;
                 seq.serialize_element("set")?;
-                seq.serialize_element(set)?;
+                seq.serialize_element(set.as_slice())?;
                 seq.end()
             }
             Value::Map(m) => {
@@ -576,23 +580,21 @@ impl<'de> Deserialize<'de> for Atom {
 /// `[[k, v], …]` with unique keys.
 struct PairsSeed;
 impl<'de> DeserializeSeed<'de> for PairsSeed {
-    type Value = BTreeMap<Atom, Atom>;
+    type Value = AtomMap;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = BTreeMap<Atom, Atom>;
+            type Value = AtomMap;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of [key, value] pairs")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut m = BTreeMap::new();
-                while let Some((k, v)) = seq.next_element::<(Atom, Atom)>()? {
-                    if m.contains_key(&k) {
-                        return Err(de::Error::custom(format!("duplicate map key {k}")));
-                    }
-                    m.insert(k, v);
+                let mut pairs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(pair) = seq.next_element::<(Atom, Atom)>()? {
+                    pairs.push(pair);
                 }
-                Ok(m)
+                AtomMap::try_from_vec(pairs)
+                    .map_err(|k| de::Error::custom(format!("duplicate map key {k}")))
             }
         }
         d.deserialize_seq(V)
@@ -602,23 +604,21 @@ impl<'de> DeserializeSeed<'de> for PairsSeed {
 /// `[a, …]` with unique elements.
 struct ElementsSeed;
 impl<'de> DeserializeSeed<'de> for ElementsSeed {
-    type Value = BTreeSet<Atom>;
+    type Value = AtomSet;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = BTreeSet<Atom>;
+            type Value = AtomSet;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of atoms")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut s = BTreeSet::new();
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(a) = seq.next_element::<Atom>()? {
-                    if s.contains(&a) {
-                        return Err(de::Error::custom(format!("duplicate set element {a}")));
-                    }
-                    s.insert(a);
+                    items.push(a);
                 }
-                Ok(s)
+                AtomSet::try_from_vec(items)
+                    .map_err(|a| de::Error::custom(format!("duplicate set element {a}")))
             }
         }
         d.deserialize_seq(V)

@@ -741,3 +741,111 @@ async fn a_server_whose_schema_does_not_fit_the_models_is_refused_with_the_misma
     );
     assert!(text.contains("ports"), "names a missing column: {text}");
 }
+
+/// A cache behind a target that counts the updates it gets as text and refuses one on
+/// request, to see the client's text path and its resync from the outside.
+struct CountingTarget {
+    cache: Cache,
+    texts: std::sync::atomic::AtomicUsize,
+    refuse_next: std::sync::atomic::AtomicBool,
+}
+
+impl ycloud_ovsdb::client::MonitorTarget for CountingTarget {
+    fn apply(
+        &self,
+        _format: ycloud_ovsdb::client::UpdateFormat,
+        _table_updates: &serde_json::Value,
+    ) -> Result<(), String> {
+        Err("the client should hand this target text, not a tree".into())
+    }
+
+    fn apply_str(
+        &self,
+        format: ycloud_ovsdb::client::UpdateFormat,
+        table_updates: &str,
+    ) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.refuse_next.swap(false, Ordering::SeqCst) {
+            return Err("refused by the test".into());
+        }
+        self.texts.fetch_add(1, Ordering::SeqCst);
+        ycloud_ovsdb::client::MonitorTarget::apply_str(&self.cache, format, table_updates)
+    }
+
+    fn clear(&self) {
+        self.cache.clear()
+    }
+
+    fn set_last_txn_id(&self, id: Option<String>) {
+        self.cache.set_last_txn_id(id)
+    }
+
+    fn last_txn_id(&self) -> Option<String> {
+        self.cache.last_txn_id()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_replies_and_updates_reach_the_target_as_text_and_a_refused_update_reloads_it() {
+    use std::sync::atomic::Ordering;
+    let server = OvsdbServer::start(SchemaFile::Nb).unwrap();
+    let (c, mut events) = client(server.unix_remote()).await;
+    c.transact(&[ops::insert(
+        "Logical_Switch",
+        row(&[("name", "before".into())]),
+        "x",
+    )])
+    .await
+    .unwrap();
+    let target = Arc::new(CountingTarget {
+        cache: Cache::new(nb_schema(), [("Logical_Switch".to_string(), None)].into()).unwrap(),
+        texts: 0.into(),
+        refuse_next: false.into(),
+    });
+    let requests: MonitorRequests =
+        [("Logical_Switch".to_string(), TableMonitor::default())].into();
+    let m = c.monitor(requests, target.clone()).await.unwrap();
+    assert_eq!(target.cache.snapshot().len("Logical_Switch"), 1);
+    c.transact(&[ops::insert(
+        "Logical_Switch",
+        row(&[("name", "after".into())]),
+        "y",
+    )])
+    .await
+    .unwrap();
+    // The initial reply and the update, both as text (`apply` would have failed).
+    assert_eq!(target.texts.load(Ordering::SeqCst), 2);
+    assert_eq!(target.cache.snapshot().len("Logical_Switch"), 2);
+
+    // A refused update: the client reports it, reconnects and reloads the monitor.
+    let reloads = c.stats().reloaded_monitors.load(Ordering::SeqCst);
+    target.refuse_next.store(true, Ordering::SeqCst);
+    c.transact(&[ops::insert(
+        "Logical_Switch",
+        row(&[("name", "lost".into())]),
+        "z",
+    )])
+    .await
+    .unwrap();
+    let error = loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event")
+            .expect("events open");
+        if let Event::MonitorError { monitor, error } = e {
+            assert_eq!(monitor, m.id);
+            break error;
+        }
+    };
+    assert_eq!(error, "refused by the test");
+    eventually("the monitor to reload", Duration::from_secs(10), || {
+        c.stats().reloaded_monitors.load(Ordering::SeqCst) > reloads
+            && target.cache.snapshot().len("Logical_Switch") == 3
+    })
+    .await;
+    let schema = nb_schema();
+    assert_eq!(
+        normalized_cache(&target.cache),
+        normalized_dump(&server.dump_json(), &schema, &["Logical_Switch"])
+    );
+}

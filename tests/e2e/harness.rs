@@ -6,8 +6,19 @@
 //! "pods": network namespaces whose network the real `ycloud-cni` plugin builds, called the
 //! way a container runtime calls it. Nothing is faked; `hack/demo.sh` does the same in shell.
 //!
+//! With [`Layout::nodes`] > 1 ([`Cluster::start_on`]) the sandbox has that many chassis, each
+//! in a netns of its own, joined over Geneve; there is still ONE controller, and ONE
+//! `ycloud-cnid` per node, started as a DaemonSet pod would be: inside that node's netns,
+//! against that node's OVS database, `--node-name` = its chassis name, with a socket of its
+//! own. Every node is a `Node` object in the manifests (so each gets a management port), and
+//! [`Cluster::add_pod_on`] runs the plugin against the chosen node's daemon.
+//!
 //! Every process and namespace is stopped or deleted by a guard, also when a test panics;
-//! then the controller's and the daemon's log tails and the NB rows are printed.
+//! then the controller's and the daemons' log tails, the NB rows and (several nodes) every
+//! node's tunnel flows are printed.
+
+// Included by several test binaries (`e2e`, `e2e_multinode`), each using a part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -200,10 +211,12 @@ pub struct PodNet {
     pub namespace: String,
     pub ip: String,
     pub netns: Netns,
+    /// The node (1-based) whose daemon plugged it.
+    pub node: u8,
 }
 
 /// How a [`Cluster`] starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// Manifests from `hack/demo/manifests` to copy (file names), `@CHASSIS@` replaced.
     pub demo_manifests: Vec<&'static str>,
@@ -211,16 +224,44 @@ pub struct ClusterOptions {
     pub offload: bool,
 }
 
+/// How many nodes a [`Cluster`] has and where the service gateway runs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Chassis in the sandbox (1..=4), each with its own `ycloud-cnid`.
+    pub nodes: u8,
+    /// `--svcgw-chassis` for the controller: (node, priority). As on a real cluster, the
+    /// operator names the gateway nodes; the controller is told nothing else about nodes.
+    pub svcgw: Vec<(u8, u16)>,
+}
+
+impl Default for Layout {
+    /// One node, the service gateway on it: what [`Cluster::start`] runs.
+    fn default() -> Layout {
+        Layout {
+            nodes: 1,
+            svcgw: vec![(1, 100)],
+        }
+    }
+}
+
+/// One node's `ycloud-cnid` and how the plugin reaches it.
+struct NodeDaemon {
+    /// Kept for its guard: dropped, the daemon is killed.
+    _daemon: Daemon,
+    /// The CNI network configuration naming this daemon's socket.
+    conf: String,
+}
+
 /// The whole product on one sandbox. Field order is drop order: servers, pods (after a CNI
-/// DEL each, in `Drop`), the daemon, the controller, the sandbox.
+/// DEL each, in `Drop`), the daemons, the controller, the sandbox.
 pub struct Cluster {
     servers: BTreeMap<String, Background>,
     pods: BTreeMap<String, PodNet>,
     outside: Option<Pod>,
-    cnid: Option<Daemon>,
+    /// By node (1-based).
+    cnids: BTreeMap<u8, NodeDaemon>,
     controller: Option<Daemon>,
     controller_args: Vec<String>,
-    cni_conf: String,
     manifests: TempDir,
     work: TempDir,
     pub sb: Sandbox,
@@ -237,10 +278,28 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Sandbox up, the chosen demo manifests in place, the controller synced, the daemon
-    /// answering the plugin's STATUS.
+    /// answering the plugin's STATUS: one node.
     pub fn start(options: &ClusterOptions) -> Cluster {
-        let bins = bins();
-        let sb = Sandbox::up(SandboxOptions::default()).expect("sandbox up");
+        Cluster::start_on(options, &Layout::default())
+    }
+
+    /// [`Cluster::start`] on `layout.nodes` nodes: one controller, one daemon per node. With
+    /// several nodes a `Node` object per node is written (`04-node.yaml`, replacing the
+    /// demo's one-node file), as a cluster has one for every node.
+    pub fn start_on(options: &ClusterOptions, layout: &Layout) -> Cluster {
+        // built (once per process) before anything starts: a failed build leaves nothing
+        // running
+        bins();
+        assert!(
+            (1..=4).contains(&layout.nodes),
+            "Layout::nodes = {}: a sandbox has 1 to 4 nodes",
+            layout.nodes
+        );
+        let sb = Sandbox::up(SandboxOptions {
+            nodes: (layout.nodes > 1).then_some(layout.nodes),
+            ..SandboxOptions::default()
+        })
+        .expect("sandbox up");
         let manifests = tempfile::Builder::new()
             .prefix("yce2e-m")
             .tempdir()
@@ -253,10 +312,9 @@ impl Cluster {
             servers: BTreeMap::new(),
             pods: BTreeMap::new(),
             outside: None,
-            cnid: None,
+            cnids: BTreeMap::new(),
             controller: None,
             controller_args: Vec::new(),
-            cni_conf: String::new(),
             manifests,
             work,
             sb,
@@ -264,64 +322,121 @@ impl Cluster {
         for f in &options.demo_manifests {
             cluster.copy_demo_manifest(f);
         }
+        if layout.nodes > 1 {
+            let nodes: Vec<String> = (1..=layout.nodes)
+                .map(|k| {
+                    format!(
+                        "apiVersion: v1\nkind: Node\nmetadata: {{name: \"{}\"}}\n",
+                        cluster.chassis(k)
+                    )
+                })
+                .collect();
+            cluster.write_manifest("04-node.yaml", &nodes.join("---\n"));
+        }
         let mut args = vec![
             format!("--source=dir:{}", cluster.manifests.path().display()),
             format!("--nb={}", cluster.sb.nb_unix()),
             "--poll-ms=100".into(),
-            format!("--svcgw-chassis={}:100", cluster.sb.chassis()),
         ];
+        for (node, priority) in &layout.svcgw {
+            args.push(format!(
+                "--svcgw-chassis={}:{priority}",
+                cluster.chassis(*node)
+            ));
+        }
         if options.offload {
             args.push("--offload".into());
         }
         cluster.controller_args = args;
         cluster.start_controller();
         cluster.wait_synced();
+        for k in 1..=layout.nodes {
+            cluster.start_cnid(k);
+        }
+        cluster
+    }
 
-        let sock = cluster.work.path().join("cni.sock");
+    /// Starts node `k`'s `ycloud-cnid` as a hostNetwork DaemonSet pod runs: in the node's
+    /// netns, on its OVS database, named after its chassis; waits until the plugin's STATUS
+    /// through its socket answers.
+    fn start_cnid(&mut self, k: u8) {
+        let bins = bins();
+        let node = self
+            .sb
+            .node(k)
+            .unwrap_or_else(|| panic!("the sandbox has no node {k}"));
+        let sock = self.work.path().join(format!("cni-{k}.sock"));
         let cnid_args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
-            cluster.sb.node_netns().into(),
+            node.netns.clone(),
             bins.cnid.to_string_lossy().into_owned(),
             format!("--socket={}", sock.display()),
-            format!("--ovs-db={}", cluster.sb.ovs_db_unix()),
+            format!("--ovs-db={}", node.ovs_db),
             "--bridge=br-int".into(),
-            format!("--status-dir={}", cluster.status_dir().display()),
-            format!("--node-name={}", cluster.sb.chassis()),
+            format!("--status-dir={}", self.status_dir().display()),
+            format!("--node-name={}", node.chassis),
             "--mgmt-interval-ms=500".into(),
             "--annotation-timeout-ms=30000".into(),
             "--ovn-installed-timeout-ms=30000".into(),
         ];
-        // `ip netns exec` execs the daemon after setns: the child's pid is the daemon's
-        // its own state (pods' netns for probes) in the test's dir, not the host's
-        // /var/lib/ycloud/cnid that parallel tests would share; by environment, which a
-        // daemon without the setting ignores
-        let state = cluster.work.path().join("cnid-state");
-        let mut cnid = Daemon::spawn(
+        // `ip netns exec` execs the daemon after setns: the child's pid is the daemon's.
+        // Its own state (pods' netns for probes) in the test's dir, not the host's
+        // /var/lib/ycloud/cnid that parallel tests (and the other nodes) would share; by
+        // environment, which a daemon without the setting ignores
+        let state = self.work.path().join(format!("cnid-{k}-state"));
+        let mut daemon = Daemon::spawn(
             "ycloud-cnid",
             "ip",
             &cnid_args,
             &[("YCLOUD_STATE_DIR", state.to_string_lossy().into_owned())],
-            &cluster.work.path().join("cnid.log"),
+            &self.work.path().join(Self::cnid_log(k)),
         );
-        cluster.cni_conf = format!(
+        let conf = format!(
             r#"{{"cniVersion":"1.1.0","name":"ycloud","type":"ycloud-cni","daemonSocket":"{}"}}"#,
             sock.display()
         );
         wait_for(
-            "ycloud-cnid to answer STATUS",
+            &format!("node {k}'s ycloud-cnid to answer STATUS"),
             Duration::from_secs(20),
             || {
                 assert!(
-                    cnid.running(),
-                    "ycloud-cnid exited:\n{}",
-                    cluster.log_tail("cnid.log", 20)
+                    daemon.running(),
+                    "node {k}'s ycloud-cnid exited:\n{}",
+                    self.log_tail(&Self::cnid_log(k), 20)
                 );
-                cluster.cni("STATUS", None).ok()
+                cni_call(&conf, "STATUS", None).ok()
             },
         );
-        cluster.cnid = Some(cnid);
-        cluster
+        self.cnids.insert(
+            k,
+            NodeDaemon {
+                _daemon: daemon,
+                conf,
+            },
+        );
+    }
+
+    /// Node 1 keeps the one-node log name.
+    fn cnid_log(k: u8) -> String {
+        if k == 1 {
+            "cnid.log".into()
+        } else {
+            format!("cnid-{k}.log")
+        }
+    }
+
+    /// How many nodes the sandbox has.
+    pub fn nodes(&self) -> u8 {
+        self.sb.nodes()
+    }
+
+    /// Node `k`'s chassis name (= its `Node` object's name, its daemon's `--node-name`).
+    pub fn chassis(&self, k: u8) -> String {
+        self.sb
+            .node(k)
+            .unwrap_or_else(|| panic!("the sandbox has no node {k}"))
+            .chassis
     }
 
     pub fn status_dir(&self) -> PathBuf {
@@ -336,10 +451,34 @@ impl Cluster {
         self.write_manifest(name, &text);
     }
 
+    /// Copies the demo's manifest of one pod, scheduled on node `k` (`spec.nodeName` = its
+    /// chassis, as the scheduler sets it before the runtime calls the CNI plugin): with
+    /// several nodes the controller needs it to tell which node's daemon probes the pod.
+    pub fn copy_demo_pod_on(&self, name: &str, k: u8) {
+        let src = repo_root().join("hack/demo/manifests").join(name);
+        let text =
+            fs::read_to_string(&src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
+        assert!(
+            text.contains("spec: {") && !text.contains("nodeName"),
+            "{}: expected a one-line `spec: {{...}}` without nodeName",
+            src.display()
+        );
+        let placed = text.replace("spec: {", &format!("spec: {{nodeName: \"@CHASSIS{k}@\", "));
+        self.write_manifest(name, &placed);
+    }
+
     /// Writes a manifest file atomically (a temp file renamed: the controller never reads a
-    /// half-written file), with `@CHASSIS@` replaced.
+    /// half-written file), with `@CHASSIS@` (node 1) and `@CHASSIS<k>@` (node k) replaced.
     pub fn write_manifest(&self, name: &str, text: &str) {
-        let text = text.replace("@CHASSIS@", self.sb.chassis());
+        let mut text = text.replace("@CHASSIS@", self.sb.chassis());
+        for k in 1..=self.sb.nodes() {
+            text = text.replace(&format!("@CHASSIS{k}@"), &self.chassis(k));
+        }
+        assert!(
+            !text.contains("@CHASSIS"),
+            "manifest {name} names a node the sandbox does not have ({} nodes):\n{text}",
+            self.sb.nodes()
+        );
         let tmp = self.manifests.path().join(format!(".{name}.tmp"));
         fs::write(&tmp, text).expect("write manifest");
         fs::rename(&tmp, self.manifests.path().join(name)).expect("rename manifest");
@@ -396,76 +535,35 @@ impl Cluster {
         self.start_controller();
     }
 
-    /// Runs the CNI plugin as a container runtime does: `CNI_*` in a clean environment, the
-    /// network configuration on stdin. Returns stdout.
-    fn cni(&self, command: &str, pod: Option<(&str, &str, &str)>) -> Result<String, String> {
-        let mut cmd = Command::new(&bins().cni);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", command)
-            .env("CNI_PATH", "/opt/cni/bin");
-        if let Some((ns, name, netns)) = pod {
-            let id = format!("e2e-{ns}-{name}");
-            cmd.env("CNI_CONTAINERID", &id)
-                .env("CNI_NETNS", format!("/run/netns/{netns}"))
-                .env("CNI_IFNAME", "eth0")
-                .env(
-                    "CNI_ARGS",
-                    format!(
-                        "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={id}"
-                    ),
-                );
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting ycloud-cni: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(self.cni_conf.as_bytes())
-            .map_err(|e| format!("writing the CNI config: {e}"))?;
-        // ADD waits for the annotation and ovn-installed (30 s each at most)
-        let deadline = Instant::now() + Duration::from_secs(75);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("CNI {command} did not finish within 75 s"));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(format!("waiting for ycloud-cni: {e}")),
-            }
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("ycloud-cni output: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!(
-                "CNI {command} failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+    /// Runs the CNI plugin against node `k`'s daemon (see [`cni_call`]).
+    fn cni(&self, k: u8, command: &str, pod: Option<(&str, &str, &str)>) -> Result<String, String> {
+        let d = self
+            .cnids
+            .get(&k)
+            .ok_or_else(|| format!("node {k} has no ycloud-cnid"))?;
+        cni_call(&d.conf, command, pod)
     }
 
     /// A pod `namespace/name` (its manifest must exist): a netns, then CNI ADD. Returns its
     /// address from the CNI result.
     pub fn add_pod(&mut self, namespace: &str, name: &str) -> String {
+        self.add_pod_on(1, namespace, name)
+    }
+
+    /// [`Cluster::add_pod`] on node `k`: the runtime of that node calls the plugin, which
+    /// talks to that node's daemon, which plugs the pod into that node's br-int.
+    pub fn add_pod_on(&mut self, k: u8, namespace: &str, name: &str) -> String {
         let netns_name = format!("ycd{}-{name}", self.sb.id());
         let netns = Netns::create(&netns_name).expect("pod netns");
         let t0 = Instant::now();
         let out = self
-            .cni("ADD", Some((namespace, name, &netns_name)))
-            .unwrap_or_else(|e| panic!("CNI ADD {namespace}/{name}: {e}\n{}", self.diagnostics()));
+            .cni(k, "ADD", Some((namespace, name, &netns_name)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CNI ADD {namespace}/{name} on node {k}: {e}\n{}",
+                    self.diagnostics()
+                )
+            });
         let result: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("CNI ADD {name}: result is not JSON ({e}): {out}"));
         let ip = result["ips"][0]["address"]
@@ -473,8 +571,13 @@ impl Cluster {
             .and_then(|a| a.split('/').next())
             .unwrap_or_else(|| panic!("CNI ADD {name}: no address in {out}"))
             .to_string();
+        let on = if self.nodes() > 1 {
+            format!(" on node {k}")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "e2e: pod {namespace}/{name} {ip} (ADD {:.2} s)",
+            "e2e: pod {namespace}/{name} {ip}{on} (ADD {:.2} s)",
             t0.elapsed().as_secs_f64()
         );
         self.pods.insert(
@@ -484,6 +587,7 @@ impl Cluster {
                 namespace: namespace.to_string(),
                 ip: ip.clone(),
                 netns,
+                node: k,
             },
         );
         ip
@@ -537,6 +641,77 @@ impl Cluster {
     /// The node's network namespace (where the management port lives).
     pub fn node(&self) -> Netns {
         Netns::existing(self.sb.node_netns())
+    }
+
+    /// Node `k`'s network namespace (its daemons, its management port).
+    pub fn node_on(&self, k: u8) -> Netns {
+        let node = self
+            .sb
+            .node(k)
+            .unwrap_or_else(|| panic!("the sandbox has no node {k}"));
+        Netns::existing(&node.netns)
+    }
+
+    /// The address of node `k`'s management port on `vpc`'s join network, from the node
+    /// file the controller writes for that node's daemon; `None` until it is there.
+    pub fn mgmt_ip(&self, k: u8, vpc: &str) -> Option<String> {
+        let file = self
+            .status_dir()
+            .join("nodes")
+            .join(format!("{}.json", self.chassis(k)));
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(file).ok()?).ok()?;
+        doc["managementPorts"]
+            .as_array()?
+            .iter()
+            .find(|p| p["vpc"] == vpc)?["ips"][0]
+            .as_str()?
+            .split('/')
+            .next()
+            .map(str::to_string)
+    }
+
+    /// Node `k`'s datapath flows that push or pop a Geneve header (`tnl_push`, `tnl_pop`):
+    /// the proof that traffic crossed nodes.
+    pub fn tunnel_flows_of(&self, k: u8) -> String {
+        match self
+            .sb
+            .node_tool(k, &["ovs-appctl", "-t", "ovs-vswitchd", "dpctl/dump-flows"])
+        {
+            Ok(flows) => flows
+                .lines()
+                .filter(|l| l.contains("tnl_push") || l.contains("tnl_pop"))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            Err(e) => format!("(dump failed: {e})\n"),
+        }
+    }
+
+    /// [`Cluster::tunnel_flows_of`] for every node, headed by node: what a failed
+    /// cross-node assertion needs first. Empty with one node (no tunnels).
+    pub fn tunnel_flows(&self) -> String {
+        let mut out = String::new();
+        if self.nodes() < 2 {
+            return out;
+        }
+        for k in 1..=self.nodes() {
+            out.push_str(&format!(
+                "--- node {k} ({}) tunnel flows:\n{}",
+                self.chassis(k),
+                self.tunnel_flows_of(k)
+            ));
+        }
+        out
+    }
+
+    /// Empties every node's datapath flow cache (`dpctl/del-flows`): the next packets are
+    /// upcalls again, so the flows seen afterwards are the next scenario's own. Nothing
+    /// else changes (the OpenFlow tables stay).
+    pub fn flush_datapaths(&self) {
+        for k in 1..=self.nodes() {
+            self.sb
+                .node_tool(k, &["ovs-appctl", "-t", "ovs-vswitchd", "dpctl/del-flows"])
+                .unwrap_or_else(|e| panic!("dpctl/del-flows on node {k}: {e}"));
+        }
     }
 
     /// `ycloudctl` with the sandbox's NB/SB in the environment: (exit code, stdout, stderr).
@@ -603,8 +778,8 @@ impl Cluster {
         tail(&text, n)
     }
 
-    /// What a failure prints: the controller's and the daemon's log tails, the service
-    /// statuses and the NB load balancers.
+    /// What a failure prints: the controller's and the daemons' log tails, the service
+    /// statuses, the NB load balancers and (several nodes) every node's tunnel flows.
     pub fn diagnostics(&self) -> String {
         let statuses = fs::read_dir(self.status_dir().join("YusurService"))
             .into_iter()
@@ -614,12 +789,20 @@ impl Cluster {
             .map(|f| fs::read_to_string(f.path()).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("---\n");
+        let mut cnids = String::new();
+        for k in self.cnids.keys() {
+            let log = Self::cnid_log(*k);
+            cnids.push_str(&format!(
+                "=== {log} (node {k}, last 20 lines)\n{}\n",
+                self.log_tail(&log, 20)
+            ));
+        }
         format!(
-            "=== controller.log (last 30 lines)\n{}\n=== cnid.log (last 20 lines)\n{}\n\
-             === service status files\n{statuses}\n=== NB Load_Balancer\n{}",
+            "=== controller.log (last 30 lines)\n{}\n{cnids}\
+             === service status files\n{statuses}\n=== NB Load_Balancer\n{}\n{}",
             self.log_tail("controller.log", 30),
-            self.log_tail("cnid.log", 20),
-            self.nb_lbs()
+            self.nb_lbs(),
+            self.tunnel_flows()
         )
     }
 }
@@ -637,14 +820,79 @@ impl Drop for Cluster {
         // CNI DEL while the daemon still runs, as a runtime does before deleting the netns
         let pods = std::mem::take(&mut self.pods);
         for p in pods.values() {
-            if let Err(e) = self.cni("DEL", Some((&p.namespace, &p.name, p.netns.name()))) {
+            if let Err(e) = self.cni(p.node, "DEL", Some((&p.namespace, &p.name, p.netns.name()))) {
                 eprintln!("e2e: {e}");
             }
         }
         drop(pods);
         self.outside = None;
-        self.cnid = None;
+        self.cnids.clear();
         self.controller = None;
+    }
+}
+
+/// Runs the CNI plugin as a container runtime does: `CNI_*` in a clean environment, the
+/// network configuration `conf` on stdin. Returns stdout.
+pub fn cni_call(
+    conf: &str,
+    command: &str,
+    pod: Option<(&str, &str, &str)>,
+) -> Result<String, String> {
+    let mut cmd = Command::new(&bins().cni);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", "/opt/cni/bin");
+    if let Some((ns, name, netns)) = pod {
+        let id = format!("e2e-{ns}-{name}");
+        cmd.env("CNI_CONTAINERID", &id)
+            .env("CNI_NETNS", format!("/run/netns/{netns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={id}"
+                ),
+            );
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting ycloud-cni: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .map_err(|e| format!("writing the CNI config: {e}"))?;
+    // ADD waits for the annotation and ovn-installed (30 s each at most)
+    let deadline = Instant::now() + Duration::from_secs(75);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("CNI {command} did not finish within 75 s"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for ycloud-cni: {e}")),
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ycloud-cni output: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "CNI {command} failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

@@ -12,6 +12,9 @@
 //!   `ovs-vswitchd` is killed; a client loop (10 ms) measures the outage until the standby
 //!   carries the traffic, with OVN's default BFD timers and with 100 ms timers; then the
 //!   failback. Figures are printed (and recorded in docs/performance.md).
+//! - `a_demoted_gateway_node_returns_without_an_outage_and_takes_the_gateway_back_on_request`:
+//!   the failback procedure that avoids a second outage: the failed node's priority lowered
+//!   (through the planner, as an `EipGateway` edit) before it returns, raised again later.
 //!
 //! On a failed assertion each node's tunnel flows (`dpctl/dump-flows`, `tnl_push`/`tnl_pop`)
 //! are printed.
@@ -22,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ycloud_controller::compiler::gateways::{
-    EipAttachment, EipGateway, ServiceGatewayAttachment, add_eip_uplink, add_svcgw_uplink,
-    eip_gateway_rows, eip_router_name, service_gateway_rows,
+    BfdTimers, EipAttachment, EipGateway, ServiceGatewayAttachment, add_eip_uplink,
+    add_svcgw_uplink, eip_gateway_rows, eip_router_name, plan_bfd, service_gateway_rows,
 };
 use ycloud_controller::compiler::lb::service_lbs;
 use ycloud_controller::compiler::names::OwnerKind;
@@ -34,6 +37,7 @@ use ycloud_controller::compiler::topology::{
     Backend, DatapathMode, Port, PortOwner, Protocol, Scenarios, Service, ServicePort, Subnet, Vpc,
 };
 use ycloud_controller::resolve::GENEVE_OVERHEAD;
+use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::{Client, ClientConfig};
 use ycloud_testsupport::sandbox::{OutsideSpec, Pod, PodSpec, Sandbox, SandboxOptions};
 
@@ -146,6 +150,10 @@ struct World {
     outside: Pod,
     _servers: Vec<ycloud_testsupport::netns::Background>,
     client: Client,
+    cache: Cache,
+    /// Chassis of nodes 1 and 2.
+    n1: String,
+    n2: String,
 }
 
 /// Where each pod runs: clients and backends of every scenario on different nodes.
@@ -156,24 +164,16 @@ const PLACEMENT: &[(&str, &str, &str, &str, u8)] = &[
     ("client-b", "tenant-b", "0a:00:00:00:02:0d", "10.1.1.13", 3),
 ];
 
-async fn world() -> World {
-    let sb = Sandbox::up(SandboxOptions {
-        nodes: Some(3),
-        underlay_mtu: Some(UNDERLAY_MTU),
-        ..Default::default()
-    })
-    .expect("3-node sandbox up");
-    let chassis = |k: u8| sb.node(k).expect("node").chassis;
-    let (client, _events) = Client::connect(ClientConfig::new(
-        vec![sb.nb_unix().to_owned()],
-        "OVN_Northbound",
-    ))
-    .await
-    .expect("connect to the sandbox NB");
-    let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-    let cache = nb::cache(schema).expect("cache");
-    client.monitor_cache(&cache).await.expect("monitor");
-
+/// Plans and writes the rows of both VPCs, the EIP gateway (on `eip_chassis`, which every
+/// VPC uplink carries too) and the service gateway: what the controller's topology phase
+/// does. Run again with other priorities it rewrites only the `Gateway_Chassis` rows (and
+/// the service gateway's pin), as an edit of `EipGateway.spec.gatewayChassis` does.
+async fn program_topology(
+    client: &Client,
+    cache: &Cache,
+    eip_chassis: &BTreeMap<String, u16>,
+    svcgw_chassis: &BTreeMap<String, u16>,
+) {
     let subnet = |name: &str, cidr: &str| Subnet {
         name: name.into(),
         cidrs: vec![cidr.parse().unwrap()],
@@ -196,6 +196,87 @@ async fn world() -> World {
             port(vpc, sn, n, mac, addr)
         })
         .collect();
+    let public = EipGateway {
+        name: "public".into(),
+        external: "200.0.0.1/24".parse().unwrap(),
+        upstream: None,
+        network_name: "external".into(),
+        chassis: eip_chassis.clone(),
+        transit: "100.65.0.0/24".parse().unwrap(),
+    };
+    let eip_a = EipAttachment {
+        vpc: "tenant-a".into(),
+        transit_ip: ip("100.65.0.2"),
+        eips: BTreeSet::from([ip("200.0.0.100")]),
+        // pods of tenant-a leave for the outside as the EIP
+        egress: Some((ip("200.0.0.100"), vec!["10.0.1.0/24".parse().unwrap()])),
+    };
+    let sgw_a = ServiceGatewayAttachment {
+        vpc: "tenant-a".into(),
+        transit: "100.66.0.0/29".parse().unwrap(),
+        subnets: vec!["10.0.1.0/24".parse().unwrap()],
+        client_vips: BTreeSet::new(),
+    };
+    let sgw_b = ServiceGatewayAttachment {
+        vpc: "tenant-b".into(),
+        transit: "100.66.0.8/29".parse().unwrap(),
+        subnets: vec!["10.1.1.0/24".parse().unwrap()],
+        client_vips: BTreeSet::from([ip("10.96.0.100")]),
+    };
+    let mut a = vpc_rows(&vpc_a, &ports).unwrap();
+    add_eip_uplink(&mut a, &public, &eip_a).unwrap();
+    add_svcgw_uplink(&mut a, &sgw_a).unwrap();
+    let mut b = vpc_rows(&vpc_b, &ports).unwrap();
+    add_svcgw_uplink(&mut b, &sgw_b).unwrap();
+    let eipgw = eip_gateway_rows(&public, std::slice::from_ref(&eip_a)).unwrap();
+    let sgw = service_gateway_rows(svcgw_chassis, &[sgw_a, sgw_b]).unwrap();
+
+    let snap = cache.snapshot();
+    let mut plan = Plan::new("t");
+    plan_vpc(&snap, "tenant-a", Some(&a), &mut plan);
+    plan_vpc(&snap, "tenant-b", Some(&b), &mut plan);
+    plan_gateway(
+        &snap,
+        OwnerKind::EipGateway,
+        "public",
+        Some(&eipgw),
+        &mut plan,
+    );
+    plan_gateway(
+        &snap,
+        OwnerKind::ServiceGateway,
+        "cluster",
+        Some(&sgw),
+        &mut plan,
+    );
+    if !plan.is_empty() {
+        client
+            .transact(&plan.ops)
+            .await
+            .expect("topology transaction");
+    }
+}
+
+async fn world() -> World {
+    let sb = Sandbox::up(SandboxOptions {
+        nodes: Some(3),
+        underlay_mtu: Some(UNDERLAY_MTU),
+        ..Default::default()
+    })
+    .expect("3-node sandbox up");
+    let chassis = |k: u8| sb.node(k).expect("node").chassis;
+    let (client, _events) = Client::connect(ClientConfig::new(
+        vec![sb.nb_unix().to_owned()],
+        "OVN_Northbound",
+    ))
+    .await
+    .expect("connect to the sandbox NB");
+    let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+    let cache = nb::cache(schema).expect("cache");
+    client.monitor_cache(&cache).await.expect("monitor");
+
+    let gw_chassis = BTreeMap::from([(chassis(1), 20), (chassis(2), 10)]);
+    program_topology(&client, &cache, &gw_chassis, &gw_chassis).await;
     let backend = |a: &str, port: u16| Backend {
         ip: ip(a),
         port,
@@ -229,64 +310,6 @@ async fn world() -> World {
         affinity_timeout: None,
         hash_fields: vec![],
     };
-    let gw_chassis = BTreeMap::from([(chassis(1), 20), (chassis(2), 10)]);
-    let public = EipGateway {
-        name: "public".into(),
-        external: "200.0.0.1/24".parse().unwrap(),
-        upstream: None,
-        network_name: "external".into(),
-        chassis: gw_chassis.clone(),
-        transit: "100.65.0.0/24".parse().unwrap(),
-    };
-    let eip_a = EipAttachment {
-        vpc: "tenant-a".into(),
-        transit_ip: ip("100.65.0.2"),
-        eips: BTreeSet::from([ip("200.0.0.100")]),
-        // pods of tenant-a leave for the outside as the EIP
-        egress: Some((ip("200.0.0.100"), vec!["10.0.1.0/24".parse().unwrap()])),
-    };
-    let sgw_a = ServiceGatewayAttachment {
-        vpc: "tenant-a".into(),
-        transit: "100.66.0.0/29".parse().unwrap(),
-        subnets: vec!["10.0.1.0/24".parse().unwrap()],
-        client_vips: BTreeSet::new(),
-    };
-    let sgw_b = ServiceGatewayAttachment {
-        vpc: "tenant-b".into(),
-        transit: "100.66.0.8/29".parse().unwrap(),
-        subnets: vec!["10.1.1.0/24".parse().unwrap()],
-        client_vips: BTreeSet::from([ip("10.96.0.100")]),
-    };
-    let mut a = vpc_rows(&vpc_a, &ports).unwrap();
-    add_eip_uplink(&mut a, &public, &eip_a).unwrap();
-    add_svcgw_uplink(&mut a, &sgw_a).unwrap();
-    let mut b = vpc_rows(&vpc_b, &ports).unwrap();
-    add_svcgw_uplink(&mut b, &sgw_b).unwrap();
-    let eipgw = eip_gateway_rows(&public, std::slice::from_ref(&eip_a)).unwrap();
-    let sgw = service_gateway_rows(&gw_chassis, &[sgw_a, sgw_b]).unwrap();
-
-    let snap = cache.snapshot();
-    let mut plan = Plan::new("t");
-    plan_vpc(&snap, "tenant-a", Some(&a), &mut plan);
-    plan_vpc(&snap, "tenant-b", Some(&b), &mut plan);
-    plan_gateway(
-        &snap,
-        OwnerKind::EipGateway,
-        "public",
-        Some(&eipgw),
-        &mut plan,
-    );
-    plan_gateway(
-        &snap,
-        OwnerKind::ServiceGateway,
-        "cluster",
-        Some(&sgw),
-        &mut plan,
-    );
-    client
-        .transact(&plan.ops)
-        .await
-        .expect("topology transaction");
     let lbs = service_lbs(&web, DatapathMode::Offload).unwrap();
     let mut plan = Plan::new("s");
     plan_service(&cache.snapshot(), "demo/web", &lbs, &mut plan).expect("plan service");
@@ -343,12 +366,16 @@ async fn world() -> World {
             .expect("outside server"),
     );
     sb.wait_hv_sync().expect("hv sync");
+    let (n1, n2) = (chassis(1), chassis(2));
     World {
         sb,
         pods,
         outside,
         _servers: servers,
         client,
+        cache,
+        n1,
+        n2,
     }
 }
 
@@ -676,37 +703,46 @@ fn active_gateway(sb: &Sandbox) -> String {
 }
 
 /// NB_Global BFD timers (`None`: OVN's defaults, 1000 ms x 3), applied on every chassis.
-fn set_bfd(sb: &Sandbox, ms: Option<&str>) {
+/// Set through the controller's planner (`--bfd-min-rx-ms` etc.); the controller never
+/// removes the keys, so going back to the defaults is ovn-nbctl's job.
+async fn set_bfd(w: &World, ms: Option<u32>) {
+    let sb = &w.sb;
     match ms {
-        None => sb.nbctl(&[
-            "remove",
-            "NB_Global",
-            ".",
-            "options",
-            "bfd-min-rx",
-            "--",
-            "remove",
-            "NB_Global",
-            ".",
-            "options",
-            "bfd-min-tx",
-            "--",
-            "remove",
-            "NB_Global",
-            ".",
-            "options",
-            "bfd-mult",
-        ]),
-        Some(ms) => sb.nbctl(&[
-            "set",
-            "NB_Global",
-            ".",
-            &format!("options:bfd-min-rx={ms}"),
-            &format!("options:bfd-min-tx={ms}"),
-            "options:bfd-mult=3",
-        ]),
+        Some(ms) => {
+            let mut plan = Plan::new("bfd");
+            let timers = BfdTimers {
+                min_rx_ms: Some(ms),
+                min_tx_ms: Some(ms),
+                mult: Some(3),
+            };
+            plan_bfd(&w.cache.snapshot(), &timers, &mut plan);
+            if !plan.is_empty() {
+                w.client.transact(&plan.ops).await.expect("BFD timers");
+            }
+        }
+        None => sb
+            .nbctl(&[
+                "remove",
+                "NB_Global",
+                ".",
+                "options",
+                "bfd-min-rx",
+                "--",
+                "remove",
+                "NB_Global",
+                ".",
+                "options",
+                "bfd-min-tx",
+                "--",
+                "remove",
+                "NB_Global",
+                ".",
+                "options",
+                "bfd-mult",
+            ])
+            .map(drop)
+            .expect("BFD timers"),
     }
-    .expect("BFD timers");
     sb.wait_hv_sync().expect("hv sync");
     // the sessions renegotiate their intervals
     std::thread::sleep(Duration::from_secs(2));
@@ -730,7 +766,7 @@ fn wait_active(sb: &Sandbox, chassis: &str, within: Duration) {
 /// Failover of the EIP gateway with the given BFD timers (`None`: OVN's defaults); with
 /// `failback`, then the failback and an established connection across a second failover.
 /// The figures are printed as `FIGURE` lines.
-async fn failover_and_back(bfd: Option<&str>, failback: bool) {
+async fn failover_and_back(bfd: Option<u32>, failback: bool) {
     let label = match bfd {
         Some(ms) => format!("BFD {ms} ms x 3"),
         None => "default BFD (1000 ms x 3)".to_owned(),
@@ -741,7 +777,7 @@ async fn failover_and_back(bfd: Option<&str>, failback: bool) {
     wait_active(sb, &n1, Duration::from_secs(20));
     eventually(sb, &w.outside, "http://200.0.0.100/", 4);
     eventually(sb, &w.pods["web-2"], "http://200.0.0.50:8080/", 2);
-    set_bfd(sb, bfd);
+    set_bfd(&w, bfd).await;
     let figure = |f: String| eprintln!("FIGURE {label}: {f}");
 
     // Failover: the active gateway node's vswitchd dies (its flows and BFD with it; killing
@@ -831,12 +867,105 @@ async fn failover_and_back(bfd: Option<&str>, failback: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eip_gateway_fails_over_to_the_standby_node_with_100ms_bfd() {
-    failover_and_back(Some("100"), false).await;
+    failover_and_back(Some(100), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eip_gateway_fails_over_to_the_standby_node_with_default_bfd() {
     failover_and_back(None, false).await;
+}
+
+/// Failback without a second outage at the return (OVN 23.03 has no non-preemptive mode):
+/// while node 1 is down its priority is lowered below node 2's — what an operator does by
+/// editing `EipGateway.spec.gatewayChassis`; here the same planner run with the new
+/// priorities — so the returning node takes nothing back: no failed request. Raising it
+/// again later is a planned move back, measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_gateway_node_returns_without_an_outage_and_takes_the_gateway_back_on_request() {
+    let w = world().await;
+    let sb = &w.sb;
+    let (n1, n2) = (w.n1.clone(), w.n2.clone());
+    let label = "BFD 100 ms x 3, demote";
+    let figure = |f: String| eprintln!("FIGURE {label}: {f}");
+    wait_active(sb, &n1, Duration::from_secs(20));
+    eventually(sb, &w.outside, "http://200.0.0.100/", 4);
+    set_bfd(&w, Some(100)).await;
+
+    let (inb, _) = around_probes(&w, 6.0, false, || {
+        sb.kill_node_daemon(1, "ovs-vswitchd")
+            .expect("kill vswitchd");
+    });
+    figure(format!(
+        "failover outside->EIP {:.2} s ({} of {} probes failed)",
+        inb.outage, inb.failed, inb.probes
+    ));
+    repair_crashes(sb, label, "failover");
+    wait_active(sb, &n2, Duration::from_secs(30));
+
+    // Node 1 is down: demote it (the service gateway's chassis stay as they were).
+    let svcgw = BTreeMap::from([(n1.clone(), 20), (n2.clone(), 10)]);
+    let demoted = BTreeMap::from([(n1.clone(), 5), (n2.clone(), 10)]);
+    program_topology(&w.client, &w.cache, &demoted, &svcgw).await;
+    sb.nbctl(&["--wait=sb", "sync"]).expect("sync");
+
+    // It comes back as a rebooted node does (vswitchd and a fresh ovn-controller).
+    if sb.node_daemon_pid(1, "ovn-controller").is_some() {
+        sb.kill_node_daemon(1, "ovn-controller")
+            .expect("kill ovn-controller");
+    }
+    let (inb, _) = around_probes(&w, 8.0, false, || {
+        sb.node_start(1).expect("node-start 1");
+    });
+    figure(format!(
+        "demoted node back: {} of {} probes failed ({} outage(s))",
+        inb.failed, inb.probes, inb.failure_runs
+    ));
+    // A standby datapath that died meanwhile (OVS 3.1.0's userspace conntrack assertion,
+    // see `failover_and_back`) moves the gateway for its own reasons: then only the end
+    // state is checked.
+    let crashed = repair_crashes(sb, label, "return");
+    if crashed.is_empty() {
+        check(
+            sb,
+            active_gateway(sb) == n2,
+            "the demoted node took the gateway back on its return",
+        );
+        check(
+            sb,
+            inb.failed == 0,
+            &format!("the demoted node's return cost requests: {inb:?}"),
+        );
+    }
+
+    // Later, on purpose: the original priorities again.
+    sb.wait_hv_sync().expect("hv sync");
+    let original = BTreeMap::from([(n1.clone(), 20), (n2.clone(), 10)]);
+    let handle = tokio::runtime::Handle::current();
+    let (inb, _) = around_probes(&w, 6.0, false, || {
+        tokio::task::block_in_place(|| {
+            handle.block_on(program_topology(&w.client, &w.cache, &original, &svcgw))
+        });
+    });
+    figure(format!(
+        "planned failback outside->EIP {:.2} s ({} of {} probes failed, {} outage(s))",
+        inb.outage, inb.failed, inb.probes, inb.failure_runs
+    ));
+    let crashed_now = repair_crashes(sb, label, "planned failback");
+    wait_active(sb, &n1, Duration::from_secs(30));
+    let seen = eventually(sb, &w.outside, "http://200.0.0.100/", 8);
+    check(
+        sb,
+        seen == both("200.0.0.50"),
+        &format!("outside -> EIP after the planned failback: {seen:?}"),
+    );
+    if crashed.is_empty() && crashed_now.is_empty() {
+        check(
+            sb,
+            inb.outage.is_finite() && inb.failure_runs <= 1,
+            &format!("the planned failback flapped or never recovered: {inb:?}"),
+        );
+    }
+    w.client.close();
 }
 
 // The failback and the held connection are not in CI: in most runs the connection churn
@@ -846,7 +975,7 @@ async fn the_eip_gateway_fails_over_to_the_standby_node_with_default_bfd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the failback crashes OVS 3.1.0's userspace conntrack in most runs; run with --run-ignored"]
 async fn the_eip_gateway_fails_over_and_back_with_100ms_bfd_and_keeps_a_held_connection() {
-    failover_and_back(Some("100"), true).await;
+    failover_and_back(Some(100), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,10 +121,11 @@ async fn main() -> anyhow::Result<()> {
         pf: a.pf,
         tc_policy: a.tc_policy,
     };
-    // Probes (manifest mode): the runner reads S/probes, writes S/probe-status.
-    let probes = match (&a.status_dir, node_name.is_empty(), a.probe_max_concurrency) {
-        (Some(dir), false, n) if n > 0 => Some((
-            ycloud_cni::probes::RunnerConfig::new(dir.clone(), node_name.clone(), n),
+    // Probes: manifest mode reads S/probes and writes S/probe-status; cluster mode watches
+    // this node's NetworkProbes and applies their status.
+    let probes = match (node_name.is_empty(), a.probe_max_concurrency) {
+        (false, n) if n > 0 => Some((
+            n,
             Arc::new(match &a.state_dir {
                 Some(d) => ycloud_cni::probes::PodNetnsStore::open(d)?,
                 None => ycloud_cni::probes::PodNetnsStore::in_memory(),
@@ -132,11 +133,18 @@ async fn main() -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    let status_dir = a.status_dir.clone();
     let daemon = Daemon::new(cfg, sources).await?;
-    if let Some((runner_cfg, store)) = probes {
+    if let Some((n, store)) = probes {
         daemon.set_pod_netns_store(store.clone());
-        let (runner, reports) = ycloud_cni::probes::Runner::new(runner_cfg, store);
-        tokio::spawn(runner.run(reports));
+        match status_dir {
+            Some(dir) => {
+                let runner_cfg = ycloud_cni::probes::RunnerConfig::new(dir, node_name.clone(), n);
+                let (runner, reports) = ycloud_cni::probes::Runner::new(runner_cfg, store);
+                tokio::spawn(runner.run(reports));
+            }
+            None => cluster_probes(&node_name, n, store).await?,
+        }
     }
     tokio::select! {
         r = daemon.serve() => r?,
@@ -165,6 +173,36 @@ async fn cluster_sources(node: &str, dpu: bool) -> anyhow::Result<Sources> {
         })),
         exchange: dpu.then(|| Exchange::Kube(KubeExchange { client, pods })),
     })
+}
+
+/// Cluster mode: the runner of this node's NetworkProbes (watch by label, status by apply).
+#[cfg(feature = "kube")]
+async fn cluster_probes(
+    node: &str,
+    max_concurrency: usize,
+    store: Arc<ycloud_cni::probes::PodNetnsStore>,
+) -> anyhow::Result<()> {
+    use ycloud_cni::probes::cluster::{ClusterConfig, ClusterRunner};
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cluster mode (no --status-dir): no Kubernetes client configuration for the probe runner: {e}")
+    })?;
+    let runner = ClusterRunner::new(
+        ClusterConfig::new(node.to_string(), max_concurrency),
+        client,
+        store,
+    );
+    tokio::spawn(runner.run());
+    Ok(())
+}
+
+/// Without the `kube` feature cluster mode stops earlier ([`cluster_sources`]).
+#[cfg(not(feature = "kube"))]
+async fn cluster_probes(
+    _node: &str,
+    _max_concurrency: usize,
+    _store: Arc<ycloud_cni::probes::PodNetnsStore>,
+) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(not(feature = "kube"))]

@@ -25,6 +25,18 @@ pub const API_CALLS: &[ApiCall] = &[
         resources: &["nodes"],
         verbs: &["list", "watch"],
     },
+    // The NetworkProbes of this node (watch with label selector ycloud.io/node), and their
+    // status by server-side apply (probes::cluster).
+    ApiCall {
+        group: "ycloud.io",
+        resources: &["networkprobes"],
+        verbs: &["list", "watch"],
+    },
+    ApiCall {
+        group: "ycloud.io",
+        resources: &["networkprobes/status"],
+        verbs: &["patch"],
+    },
 ];
 
 /// Whether the table grants `verb` on `group`/`resource`.

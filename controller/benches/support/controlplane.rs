@@ -152,7 +152,8 @@ impl ControllerProc {
             .arg(format!("--poll-ms={poll_ms}"))
             .arg(format!("--metrics-addr={metrics}"))
             .arg("--log-format=json")
-            .env("RUST_LOG", "info")
+            // The passes driven by one change log at debug level (one line each).
+            .env("RUST_LOG", "info,ycloud_controller::reconcile=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -211,6 +212,20 @@ impl ControllerProc {
             .map(|j| {
                 let f = |k: &str| j["fields"][k].as_u64().unwrap_or(0);
                 [f("elapsed_ms"), f("resolve_ms"), f("status_ms"), f("ops")]
+            })
+            .collect()
+    }
+
+    /// The controller's own log lines of its passes driven by a change: (elapsed µs,
+    /// services re-resolved, services verified after an NB change, ops) of each.
+    pub fn change_passes(&self) -> Vec<[u64; 4]> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+            .filter(|j| j["fields"]["message"] == "reconciled changes")
+            .map(|j| {
+                let f = |k: &str| j["fields"][k].as_u64().unwrap_or(0);
+                [f("elapsed_us"), f("services"), f("verified"), f("ops")]
             })
             .collect()
     }

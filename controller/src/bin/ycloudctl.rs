@@ -28,12 +28,27 @@ struct Cli {
 enum Cmd {
     /// Services with their addresses, backends ready/total, readiness and scenarios.
     ///
-    /// Reads the status files the controller writes in manifest mode. Exit 0: the
-    /// controller synced and every service is ready; 1: not; 2: no status to read.
+    /// With --dir: reads the status files the controller writes in manifest mode. Without:
+    /// lists the YusurServices of the Kubernetes API (--kubeconfig, else $KUBECONFIG,
+    /// ~/.kube/config or the in-cluster service account) and shows their `.status`.
+    /// Exit 0: every service is ready (and, from a directory, the controller synced); 1:
+    /// not; 2: no status to read (no directory, API unreachable, CRDs not installed).
     Status {
         /// The controller's manifest directory (or its status directory).
         #[arg(long, value_name = "DIR", env = "YCLOUD_MANIFEST_DIR")]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        /// The kubeconfig file to use (API mode).
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (API mode; default: the current one).
+        #[arg(long, value_name = "NAME", conflicts_with = "dir")]
+        context: Option<String>,
+        /// Only this namespace (API mode; default: all namespaces).
+        #[arg(long, short = 'n', value_name = "NAMESPACE", conflicts_with = "dir")]
+        namespace: Option<String>,
+        /// Seconds the API server may take (API mode).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
         /// Only this service (NAMESPACE/NAME).
         service: Option<String>,
         /// Print the report as JSON.
@@ -153,7 +168,28 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let (what, result) = match cli.command {
-        Cmd::Status { dir, service, json } => ("status", status(&dir, service.as_deref(), json)),
+        Cmd::Status {
+            dir,
+            kubeconfig,
+            context,
+            namespace,
+            timeout,
+            service,
+            json,
+        } => (
+            "status",
+            status(
+                StatusFrom {
+                    dir,
+                    kubeconfig,
+                    context,
+                    namespace,
+                    timeout: Duration::from_secs(timeout),
+                },
+                service.as_deref(),
+                json,
+            ),
+        ),
         Cmd::Trace {
             from,
             to,
@@ -257,17 +293,70 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn status(dir: &std::path::Path, service: Option<&str>, json: bool) -> Result<bool, CtlError> {
+/// Where `status` reads: a status directory, or the API.
+struct StatusFrom {
+    dir: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    namespace: Option<String>,
+    timeout: Duration,
+}
+
+fn status(from: StatusFrom, service: Option<&str>, json: bool) -> Result<bool, CtlError> {
     if let Some(s) = service {
         ctl::nb_rows::check_service_name(s)?;
     }
-    let report = ctl::status::read(dir, service)?;
+    let report = match &from.dir {
+        Some(dir) => ctl::status::read(dir, service)?,
+        None => status_api(&from, service)?,
+    };
     if json {
         print_json(&report)?;
     } else {
         print!("{}", ctl::status::render(&report));
     }
     Ok(report.all_ready())
+}
+
+#[cfg(feature = "kube")]
+fn status_api(
+    from: &StatusFrom,
+    service: Option<&str>,
+) -> Result<ctl::status::StatusReport, CtlError> {
+    ctl::status_api::read_blocking(
+        from.kubeconfig.as_deref(),
+        from.context.as_deref(),
+        &ctl::status_api::Query {
+            namespace: from.namespace.clone(),
+            service: service.map(str::to_owned),
+        },
+        from.timeout,
+    )
+}
+
+#[cfg(not(feature = "kube"))]
+fn status_api(
+    from: &StatusFrom,
+    _service: Option<&str>,
+) -> Result<ctl::status::StatusReport, CtlError> {
+    // Name the API flags that were given and cannot be honoured.
+    let api_flags: Vec<&str> = [
+        from.kubeconfig.as_ref().map(|_| "--kubeconfig"),
+        from.context.as_ref().map(|_| "--context"),
+        from.namespace.as_ref().map(|_| "--namespace"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let ignored = if api_flags.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} need it)", api_flags.join(", "))
+    };
+    let _api_timeout = from.timeout;
+    Err(CtlError::Usage(format!(
+        "give --dir (or YCLOUD_MANIFEST_DIR): this ycloudctl was built without the `kube` feature, so it cannot read the API{ignored}"
+    )))
 }
 
 fn trace(req: ctl::trace::TraceRequest, verbose: bool, json: bool) -> Result<bool, CtlError> {

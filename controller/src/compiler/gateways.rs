@@ -25,23 +25,30 @@
 //!   see its address on their VPC's transit switch and reply through it. It routes every
 //!   backend and client subnet to its VPC, so those CIDRs must not overlap (the validator
 //!   rejects a service that would need it).
-//!   It stays pinned to the highest-priority chassis (no failover yet): on OVN 23.03 its
-//!   HA form does not work. A distributed router rejects `lb_force_snat_ip=router_ip`
-//!   (northd: "bad ip router_ip") and ignores an explicit address; and its distributed
-//!   gateway port, facing the VPCs over overlay switches, admits packets only on its own
-//!   chassis, so clients and backends on other nodes are dropped at `lr_in_admission`
-//!   (both seen with real packets; `docs/compiler.md`, "Gateway high availability").
+//!   It stays pinned to the highest-priority chassis (no failover): on OVN 23.03 its HA
+//!   form does not hold in general. As a distributed router it cannot SNAT load-balanced
+//!   traffic (`lb_force_snat_ip=router_ip` is rejected, an explicit address gets no SNAT
+//!   flow, a `snat` row commits in the SNAT zone but un-SNATs in the common zone, so
+//!   replies are dropped); with SNAT moved to each client VPC's uplink it works and fails
+//!   over in 0.4 s, but every VPC uplink must then be a distributed gateway port, and a VPC
+//!   with EIPs already has one carrying its EIP load balancer: OVN 23.03 does not support
+//!   load balancers on a router with two (all seen with real packets; `docs/compiler.md`,
+//!   "The service gateway: still pinned on OVN 23.03").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use ycloud_ovsdb::cache::Snapshot;
+use ycloud_ovsdb::ops;
+use ycloud_ovsdb::value::Row;
 
 use super::names::{self, OwnerKind};
 use super::network::{
     DesiredRoute, DesiredRouter, DesiredRouterPort, DesiredSnat, DesiredSwitch, DesiredSwitchPort,
     DesiredVpc, gateway, mac_for, router_name,
 };
+use super::plan::Plan;
 
 /// Why a gateway can't be built. Its rows stay as they were.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -457,4 +464,252 @@ pub fn add_svcgw_uplink(
         });
     }
     Ok(())
+}
+
+/// `NB_Global` option keys of the BFD timers. ovn-controller copies them onto the BFD
+/// sessions of every tunnel interface; the sessions decide which gateway chassis is alive,
+/// so together they bound how long a gateway failover takes.
+pub const BFD_MIN_RX: &str = "bfd-min-rx";
+pub const BFD_MIN_TX: &str = "bfd-min-tx";
+pub const BFD_MULT: &str = "bfd-mult";
+
+/// The BFD timers the controller keeps in `NB_Global` (`--bfd-min-rx-ms`,
+/// `--bfd-min-tx-ms`, `--bfd-mult`). A timer that is not configured is not ours: its key
+/// is left as it is (absent = OVN's default of 1000 ms x 3, or whatever an operator set).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BfdTimers {
+    /// Slowest rate, in ms, at which this chassis wants BFD packets from its peers.
+    pub min_rx_ms: Option<u32>,
+    /// Fastest rate, in ms, at which this chassis sends BFD packets.
+    pub min_tx_ms: Option<u32>,
+    /// Missed packets before a peer is declared down.
+    pub mult: Option<u8>,
+}
+
+impl BfdTimers {
+    /// The `NB_Global` options these timers own, with their values.
+    pub fn nb_options(&self) -> BTreeMap<&'static str, String> {
+        [
+            (BFD_MIN_RX, self.min_rx_ms.map(|v| v.to_string())),
+            (BFD_MIN_TX, self.min_tx_ms.map(|v| v.to_string())),
+            (BFD_MULT, self.mult.map(|v| v.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+    }
+
+    /// The longest a dead gateway chassis can go unnoticed with these timers (the BFD
+    /// detection time, `max(min-rx, peer's min-tx) x mult`), assuming every chassis has
+    /// the same settings; OVN's defaults (1000 ms x 3) fill in what is not configured.
+    pub fn detection_ms(&self) -> u64 {
+        let rx = u64::from(self.min_rx_ms.unwrap_or(1000));
+        let tx = u64::from(self.min_tx_ms.unwrap_or(1000));
+        rx.max(tx) * u64::from(self.mult.unwrap_or(3))
+    }
+}
+
+/// Plans the BFD timers into `NB_Global options`: one mutate of the configured keys whose
+/// value differs (nothing when all match), never touching another key. No `NB_Global` row
+/// (an NB nobody initialised): nothing, ovn-northd creates the row and the next pass
+/// writes the keys.
+pub fn plan_bfd(snap: &Snapshot, bfd: &BfdTimers, plan: &mut Plan) {
+    let want = bfd.nb_options();
+    if want.is_empty() {
+        return;
+    }
+    for (uuid, row) in snap.rows("NB_Global") {
+        let changed: Vec<(&str, &str)> = want
+            .iter()
+            .filter(|(k, v)| nb_option(row, k).as_deref() != Some(v.as_str()))
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        if !changed.is_empty() {
+            plan.ops
+                .push(ops::map_set_keys("NB_Global", *uuid, "options", changed));
+        }
+    }
+}
+
+fn nb_option(row: &Row, key: &str) -> Option<String> {
+    row.get("options")?
+        .map_get(key)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ycloud_ovsdb::cache::UpdateKind;
+    use ycloud_ovsdb::ops::{Mutator, Operation};
+    use ycloud_ovsdb::schema::DatabaseSchema;
+    use ycloud_ovsdb::value::Value;
+
+    use super::*;
+    use crate::compiler::nb;
+
+    const UUID: &str = "6b2a3e5c-0000-4000-8000-000000000001";
+
+    /// A snapshot whose one `NB_Global` row has `options`.
+    fn nb_global(options: &[(&str, &str)]) -> Snapshot {
+        let schema = DatabaseSchema::from_file("/usr/share/ovn/ovn-nb.ovsschema")
+            .expect("the OVN NB schema is installed");
+        let cache = nb::cache(Arc::new(schema)).expect("cache");
+        let pairs: Vec<serde_json::Value> = options
+            .iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect();
+        cache
+            .apply(
+                UpdateKind::Update2,
+                &serde_json::json!({"NB_Global": {UUID: {"initial": {"options": ["map", pairs]}}}}),
+            )
+            .expect("apply");
+        cache.snapshot()
+    }
+
+    fn timers(rx: Option<u32>, tx: Option<u32>, mult: Option<u8>) -> BfdTimers {
+        BfdTimers {
+            min_rx_ms: rx,
+            min_tx_ms: tx,
+            mult,
+        }
+    }
+
+    /// What one mutate of `options` does: the keys it deletes, the pairs it inserts.
+    type Mutate = (Vec<String>, Vec<(String, String)>);
+
+    /// The mutate a plan sends, or `None` when it writes nothing.
+    fn planned(snap: &Snapshot, bfd: &BfdTimers) -> Option<Mutate> {
+        let mut plan = Plan::new("b");
+        plan_bfd(snap, bfd, &mut plan);
+        match plan.ops.as_slice() {
+            [] => None,
+            [
+                Operation::Mutate {
+                    table, mutations, ..
+                },
+            ] => {
+                assert_eq!(table, "NB_Global");
+                let mut deleted = Vec::new();
+                let mut inserted = Vec::new();
+                for m in mutations {
+                    assert_eq!(m.column, "options", "only the options column");
+                    match (&m.mutator, &m.value) {
+                        (Mutator::Delete, Value::Set(keys)) => deleted
+                            .extend(keys.iter().map(|k| k.as_str().expect("string").to_owned())),
+                        (Mutator::Insert, Value::Map(pairs)) => {
+                            inserted.extend(pairs.iter().map(|(k, v)| {
+                                (
+                                    k.as_str().expect("string").to_owned(),
+                                    v.as_str().expect("string").to_owned(),
+                                )
+                            }))
+                        }
+                        other => panic!("unexpected mutation {other:?}"),
+                    }
+                }
+                Some((deleted, inserted))
+            }
+            other => panic!("one mutate expected: {other:?}"),
+        }
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn bfd_timers_reach_nb_global_as_one_mutate_of_only_the_keys_that_differ() {
+        let all = timers(Some(100), Some(100), Some(3));
+        struct Case {
+            what: &'static str,
+            have: &'static [(&'static str, &'static str)],
+            bfd: BfdTimers,
+            want: Option<&'static [(&'static str, &'static str)]>,
+        }
+        let cases = [
+            Case {
+                what: "nothing configured writes nothing, whatever is there",
+                have: &[
+                    ("bfd-min-rx", "250"),
+                    ("svc_monitor_mac", "0a:58:00:00:ff:fe"),
+                ],
+                bfd: BfdTimers::default(),
+                want: None,
+            },
+            Case {
+                what: "all three on an NB_Global without them",
+                have: &[("svc_monitor_mac", "0a:58:00:00:ff:fe")],
+                bfd: all,
+                want: Some(&[
+                    ("bfd-min-rx", "100"),
+                    ("bfd-min-tx", "100"),
+                    ("bfd-mult", "3"),
+                ]),
+            },
+            Case {
+                what: "already there: nothing",
+                have: &[
+                    ("bfd-min-rx", "100"),
+                    ("bfd-min-tx", "100"),
+                    ("bfd-mult", "3"),
+                ],
+                bfd: all,
+                want: None,
+            },
+            Case {
+                what: "one drifted key (set by hand): only it",
+                have: &[
+                    ("bfd-min-rx", "100"),
+                    ("bfd-min-tx", "1000"),
+                    ("bfd-mult", "3"),
+                ],
+                bfd: all,
+                want: Some(&[("bfd-min-tx", "100")]),
+            },
+            Case {
+                what: "only min-rx configured: the others are not ours",
+                have: &[("bfd-min-tx", "300"), ("bfd-mult", "5")],
+                bfd: timers(Some(200), None, None),
+                want: Some(&[("bfd-min-rx", "200")]),
+            },
+        ];
+        for c in cases {
+            let got = planned(&nb_global(c.have), &c.bfd);
+            match (got, c.want) {
+                (None, None) => {}
+                (Some((deleted, inserted)), Some(want)) => {
+                    let want = pairs(want);
+                    assert_eq!(inserted, want, "{}", c.what);
+                    // The delete-then-insert replaces exactly the inserted keys.
+                    let keys: Vec<String> = want.iter().map(|(k, _)| k.clone()).collect();
+                    assert_eq!(deleted, keys, "{}", c.what);
+                }
+                (got, want) => panic!("{}: planned {got:?}, wanted {want:?}", c.what),
+            }
+        }
+    }
+
+    #[test]
+    fn without_an_nb_global_row_the_bfd_plan_is_empty() {
+        let schema = DatabaseSchema::from_file("/usr/share/ovn/ovn-nb.ovsschema")
+            .expect("the OVN NB schema is installed");
+        let snap = nb::cache(Arc::new(schema)).expect("cache").snapshot();
+        let mut plan = Plan::new("b");
+        plan_bfd(&snap, &timers(Some(100), Some(100), Some(3)), &mut plan);
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn the_detection_time_fills_in_ovns_defaults() {
+        assert_eq!(BfdTimers::default().detection_ms(), 3000);
+        assert_eq!(timers(Some(100), Some(100), Some(3)).detection_ms(), 300);
+        assert_eq!(timers(Some(100), None, None).detection_ms(), 3000);
+        assert_eq!(timers(Some(300), Some(100), Some(5)).detection_ms(), 1500);
+    }
 }

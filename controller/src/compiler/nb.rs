@@ -25,6 +25,8 @@ pub const TABLES: &[&str] = &[
     // `options:svc_monitor_mac`, which is set only when absent.
     "Load_Balancer_Health_Check",
     "NB_Global",
+    // The VPC switches' service-CIDR reject ACLs (`network::add_service_reject`).
+    "ACL",
 ];
 
 /// A cache of [`TABLES`] with the ownership indexes registered.

@@ -80,6 +80,21 @@ pub struct DesiredLbGroup {
     pub name: String,
 }
 
+/// An ACL. The VPC's ACLs are stateless `reject`s that every switch of the VPC carries
+/// (see [`add_service_reject`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredAcl {
+    /// `ACL.name` (at most 63 bytes): the key the planner finds it by among a switch's ACLs.
+    pub name: String,
+    /// `from-lport` or `to-lport`.
+    pub direction: String,
+    pub priority: i64,
+    /// `ACL.match`.
+    pub match_: String,
+    pub action: String,
+    pub external_ids: BTreeMap<String, String>,
+}
+
 /// Everything one VPC owns in NB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredVpc {
@@ -87,6 +102,8 @@ pub struct DesiredVpc {
     /// By switch name: the subnets' switches and the join switch.
     pub switches: BTreeMap<String, DesiredSwitch>,
     pub lb_group: DesiredLbGroup,
+    /// ACLs every switch of the VPC carries, by name (empty until [`add_service_reject`]).
+    pub acls: BTreeMap<String, DesiredAcl>,
 }
 
 /// Why a VPC's rows can't be built.
@@ -340,7 +357,80 @@ pub fn vpc_rows(vpc: &Vpc, ports: &[Port]) -> Result<DesiredVpc, NetworkError> {
         router,
         switches,
         lb_group,
+        acls: BTreeMap::new(),
     })
+}
+
+/// The name of the ACL that refuses a free address of the VPC's service CIDR of one
+/// family (`ipv4`, `ipv6`).
+pub fn service_reject_acl_name(family: &str) -> String {
+    format!("yc-svc-reject-{family}")
+}
+
+/// The priority of the service-CIDR reject ACLs. Any value works for OVN (our switches
+/// carry no other ACL); a middle one leaves room above and below for an operator's.
+pub const SERVICE_REJECT_PRIORITY: i64 = 1000;
+
+/// Makes the VPC refuse, at once, a connection to an address of its service CIDRs that no
+/// load balancer serves: a free address, a deleted service's VIP, or a port a live VIP
+/// does not listen on. Call it after the gateway uplinks are added (it reads the router's
+/// routes).
+///
+/// Why a `to-lport` reject on every switch of the VPC: the switch's load balancers DNAT a
+/// served VIP:port in the ingress pipeline, so in the egress pipeline a packet whose
+/// destination is still inside the service CIDR is one no load balancer took. Without this
+/// it reaches the VPC router, which has no route for it (or sends it out the EIP uplink's
+/// default route) and the client waits for its own timeout; OVN 23.03's routers have no
+/// reject action (static routes can only `discard`, policies only `drop`). The ACL is
+/// stateless, so it puts no conntrack on live traffic, and `reject` answers a TCP SYN
+/// with a RST and anything else with ICMP unreachable (ovn-controller builds them, for
+/// refused packets only). Rows: one ACL per switch and family, none per service.
+///
+/// Addresses of the CIDR the router routes elsewhere (the cross-VPC VIPs of other VPCs
+/// that this VPC reaches through the service gateway, when the VPCs' service CIDRs
+/// overlap) are excluded from the match.
+pub fn add_service_reject(vpc: &str, d: &mut DesiredVpc, service_cidrs: &[IpNet]) {
+    d.acls.clear();
+    for cidr in service_cidrs {
+        let cidr = cidr.trunc();
+        let (family, field) = match cidr {
+            IpNet::V4(_) => ("ipv4", "ip4.dst"),
+            IpNet::V6(_) => ("ipv6", "ip6.dst"),
+        };
+        // Routed prefixes inside the CIDR, sorted and deduplicated (BTreeSet), so the
+        // match is stable across rebuilds and a recompile writes nothing.
+        let routed: BTreeSet<String> = d
+            .router
+            .routes
+            .iter()
+            .filter_map(|r| r.ip_prefix.parse::<IpNet>().ok())
+            .filter(|p| cidr.contains(p))
+            .map(|p| {
+                if p.prefix_len() == p.max_prefix_len() {
+                    p.addr().to_string()
+                } else {
+                    p.trunc().to_string()
+                }
+            })
+            .collect();
+        let mut m = format!("{field} == {cidr}");
+        if !routed.is_empty() {
+            let list: Vec<&str> = routed.iter().map(String::as_str).collect();
+            m.push_str(&format!(" && {field} != {{{}}}", list.join(", ")));
+        }
+        let name = service_reject_acl_name(family);
+        d.acls.insert(
+            name.clone(),
+            DesiredAcl {
+                name,
+                direction: "to-lport".to_owned(),
+                priority: SERVICE_REJECT_PRIORITY,
+                match_: m,
+                action: "reject".to_owned(),
+                external_ids: names::owner_ids(OwnerKind::Vpc, vpc, "service-reject"),
+            },
+        );
+    }
 }
 
 fn check_families(subnet: &str, cidrs: &[IpNet]) -> Result<(), NetworkError> {
@@ -515,6 +605,78 @@ mod tests {
             d.router.ports["yc-subnet-a2-rtr"].networks,
             BTreeSet::from(["10.0.2.1/24".to_owned()])
         );
+    }
+
+    #[test]
+    fn service_reject_is_one_acl_per_family_whatever_the_routes_outside_the_cidr() {
+        // (service CIDRs, routed prefixes, expected (name, match))
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (&[], &["10.96.0.100/32"], &[]),
+            (
+                &["10.96.0.0/16"],
+                &[],
+                &[("yc-svc-reject-ipv4", "ip4.dst == 10.96.0.0/16")],
+            ),
+            (
+                // the EIP uplink's default route and routes outside the CIDR change nothing
+                &["10.96.0.0/16"],
+                &["0.0.0.0/0", "10.97.0.5/32"],
+                &[("yc-svc-reject-ipv4", "ip4.dst == 10.96.0.0/16")],
+            ),
+            (
+                // cross-VPC VIPs of other VPCs, routed to the service gateway: left alone
+                &["10.96.0.0/16", "fd00:96::/112"],
+                &["10.96.0.200/32", "10.96.0.100/32", "fd00:96::64/128"],
+                &[
+                    (
+                        "yc-svc-reject-ipv4",
+                        "ip4.dst == 10.96.0.0/16 && ip4.dst != {10.96.0.100, 10.96.0.200}",
+                    ),
+                    (
+                        "yc-svc-reject-ipv6",
+                        "ip6.dst == fd00:96::/112 && ip6.dst != {fd00:96::64}",
+                    ),
+                ],
+            ),
+        ];
+        for (cidrs, routed, want) in cases {
+            let mut d = vpc_rows(&tenant_a(), &[]).unwrap();
+            for r in *routed {
+                d.router.routes.insert(DesiredRoute {
+                    ip_prefix: (*r).to_owned(),
+                    nexthop: "100.65.0.2".to_owned(),
+                });
+            }
+            let cidrs: Vec<IpNet> = cidrs.iter().map(|c| net(c)).collect();
+            add_service_reject("tenant-a", &mut d, &cidrs);
+            let got: Vec<(&str, &str)> = d
+                .acls
+                .values()
+                .map(|a| (a.name.as_str(), a.match_.as_str()))
+                .collect();
+            assert_eq!(&got, want, "cidrs {cidrs:?} routes {routed:?}");
+            for a in d.acls.values() {
+                assert_eq!(
+                    (a.direction.as_str(), a.action.as_str()),
+                    ("to-lport", "reject")
+                );
+                assert_eq!(a.external_ids[names::ROLE_KEY], "service-reject");
+                assert_eq!(a.external_ids[names::NAME_KEY], "tenant-a");
+            }
+        }
+    }
+
+    #[test]
+    fn service_reject_is_rebuilt_not_accumulated() {
+        let mut d = vpc_rows(&tenant_a(), &[]).unwrap();
+        add_service_reject(
+            "tenant-a",
+            &mut d,
+            &[net("10.96.0.0/16"), net("fd00:96::/112")],
+        );
+        add_service_reject("tenant-a", &mut d, &[net("10.96.0.0/16")]);
+        assert_eq!(d.acls.keys().collect::<Vec<_>>(), ["yc-svc-reject-ipv4"]);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use ycloud_ovsdb::value::{Atom, Row, Value};
 use super::lb::{DesiredLb, Placement};
 use super::names::{self, OwnerKind};
 use super::network::{
-    DesiredLbGroup, DesiredRoute, DesiredRouter, DesiredRouterPort, DesiredSnat, DesiredSwitch,
-    DesiredSwitchPort, DesiredVpc,
+    DesiredAcl, DesiredLbGroup, DesiredRoute, DesiredRouter, DesiredRouterPort, DesiredSnat,
+    DesiredSwitch, DesiredSwitchPort, DesiredVpc,
 };
 
 /// Why a plan can't be made now. Both are transient: the reconcile is retried.
@@ -100,6 +100,7 @@ const LS: &str = "Logical_Switch";
 const LSP: &str = "Logical_Switch_Port";
 const LBHC: &str = "Load_Balancer_Health_Check";
 const NB_GLOBAL: &str = "NB_Global";
+const ACL: &str = "ACL";
 
 fn str_map(m: &BTreeMap<String, String>) -> Value {
     Value::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -367,6 +368,117 @@ pub fn plan_service(
     Ok(())
 }
 
+/// The row a `mutate` with one `insert` of references targets: (table, row, column), when
+/// `op` is exactly that (one `_uuid ==` condition, one `insert` of a set of UUIDs).
+fn reference_insert(op: &Operation) -> Option<(&str, Uuid, &str)> {
+    let Operation::Mutate {
+        table,
+        where_,
+        mutations,
+    } = op
+    else {
+        return None;
+    };
+    let ([cond], [m]) = (where_.as_slice(), mutations.as_slice()) else {
+        return None;
+    };
+    let uuid = (cond.column == "_uuid" && cond.function == ops::Function::Eq)
+        .then(|| cond.value.as_atom()?.as_uuid())??;
+    let Value::Set(atoms) = &m.value else {
+        return None;
+    };
+    let refs = atoms
+        .iter()
+        .all(|a| matches!(a, Atom::Uuid(_) | Atom::NamedUuid(_)));
+    (m.mutator == ops::Mutator::Insert && refs).then_some((table.as_str(), uuid, m.column.as_str()))
+}
+
+/// The table and row an operation may touch: (table, `Some(row)` when its only condition
+/// is `_uuid ==`, `None` when it may touch any row of the table).
+fn touches(op: &Operation) -> Option<(&str, Option<Uuid>)> {
+    let (table, where_) = match op {
+        Operation::Update { table, where_, .. }
+        | Operation::Select { table, where_, .. }
+        | Operation::Mutate { table, where_, .. }
+        | Operation::Delete { table, where_ }
+        | Operation::Wait { table, where_, .. } => (table, where_),
+        _ => return None,
+    };
+    let row = match where_.as_slice() {
+        [c] if c.column == "_uuid" && c.function == ops::Function::Eq => {
+            c.value.as_atom().and_then(Atom::as_uuid)
+        }
+        _ => None,
+    };
+    Some((table.as_str(), row))
+}
+
+/// Merges the reference inserts of many plans into one column of one row into a single
+/// `mutate`, put where the last of them was (so after every `insert` they name).
+///
+/// At cold start every new service's plan adds its load balancer to the VPC's group with a
+/// `mutate` of its own: 10,000 mutates of one row, each of which ovsdb-server applies to a
+/// set that grows to 10,000 references (measured: 10,000 such inserts took 3.2 s against
+/// 1.2–1.9 s for the same inserts with one mutate, on a loaded 2-core machine). Merging
+/// keeps the transaction's result: inserting references into a set commutes and is
+/// idempotent. An operation on the same row (or with a condition other than `_uuid ==` on
+/// the same table) in between ends a merge, so no insert moves past something that could
+/// see or undo it. Plans stay per owner; only the combined transaction is merged.
+pub fn merge_reference_inserts(ops: Vec<Operation>) -> Vec<Operation> {
+    type Key = (String, Uuid, String);
+    let mut out: Vec<Option<Operation>> = Vec::with_capacity(ops.len());
+    // Open merges: the slot of the last member (its op taken out) and every atom so far.
+    let mut open: BTreeMap<Key, (usize, Vec<Atom>, Operation)> = BTreeMap::new();
+    let close = |out: &mut Vec<Option<Operation>>,
+                 (slot, atoms, mut op): (usize, Vec<Atom>, Operation)| {
+        if let Operation::Mutate { mutations, .. } = &mut op {
+            mutations[0].value = Value::set(atoms);
+        }
+        out[slot] = Some(op);
+    };
+    for op in ops {
+        if let Some((table, uuid, column)) = reference_insert(&op) {
+            let key = (table.to_owned(), uuid, column.to_owned());
+            let mine: Vec<Atom> = match &op {
+                Operation::Mutate { mutations, .. } => match &mutations[0].value {
+                    Value::Set(s) => s.iter().cloned().collect(),
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let slot = out.len();
+            out.push(None);
+            match open.remove(&key) {
+                Some((_, mut atoms, first)) => {
+                    atoms.extend(mine);
+                    open.insert(key, (slot, atoms, first));
+                }
+                None => {
+                    open.insert(key, (slot, mine, op));
+                }
+            }
+            continue;
+        }
+        if let Some((table, row)) = touches(&op) {
+            let ends: Vec<Key> = open
+                .keys()
+                .filter(|(t, u, _)| t == table && row.is_none_or(|r| r == *u))
+                .cloned()
+                .collect();
+            for k in ends {
+                if let Some(m) = open.remove(&k) {
+                    close(&mut out, m);
+                }
+            }
+        }
+        out.push(Some(op));
+    }
+    for (_, m) in std::mem::take(&mut open) {
+        close(&mut out, m);
+    }
+    out.into_iter().flatten().collect()
+}
+
 fn bad(owner: &str, table: &'static str, column: &'static str) -> PlanError {
     PlanError::BadColumn {
         owner: owner.to_owned(),
@@ -444,6 +556,18 @@ fn snat_row(n: &DesiredSnat, ids: &BTreeMap<String, String>) -> Row {
         ),
         ("logical_ip".to_owned(), Value::from(n.logical_ip.as_str())),
         ("external_ids".to_owned(), str_map(ids)),
+    ])
+}
+
+/// An ACL row; owned through the `acls` column of each switch that carries it.
+fn acl_row(a: &DesiredAcl) -> Row {
+    Row::from([
+        ("name".to_owned(), Value::set([a.name.as_str()])),
+        ("direction".to_owned(), Value::from(a.direction.as_str())),
+        ("priority".to_owned(), Value::from(a.priority)),
+        ("match".to_owned(), Value::from(a.match_.as_str())),
+        ("action".to_owned(), Value::from(a.action.as_str())),
+        ("external_ids".to_owned(), str_map(&a.external_ids)),
     ])
 }
 
@@ -588,10 +712,10 @@ fn set_on_insert(plan: &mut Plan, named: &str, column: &str, atoms: Vec<Atom>) {
         .iter_mut()
         .find(|op| matches!(op, Operation::Insert { uuid_name: Some(x), .. } if x == named));
     if let Some(Operation::Insert { row, .. }) = insert {
-        let mut set: BTreeSet<Atom> = match row.remove(column) {
+        let mut set = match row.remove(column) {
             Some(Value::Set(s)) => s,
-            Some(Value::Atom(a)) => BTreeSet::from([a]),
-            _ => BTreeSet::new(),
+            Some(Value::Atom(a)) => ycloud_ovsdb::value::AtomSet::from([a]),
+            _ => ycloud_ovsdb::value::AtomSet::new(),
         };
         set.extend(atoms);
         row.insert(column.to_owned(), Value::Set(set));
@@ -709,6 +833,7 @@ fn plan_switch(
     sw: &DesiredSwitch,
     have: Option<&Arc<Row>>,
     groups: &BTreeMap<String, RowRef>,
+    acls: &BTreeMap<String, Row>,
 ) {
     let row = Row::from([
         ("name".to_owned(), Value::from(sw.name.as_str())),
@@ -726,6 +851,17 @@ fn plan_switch(
         .map(|p| (p.name.clone(), lsp_row(p)))
         .collect();
     plan_children(snap, plan, &parent, LSP, "ports", ChildKey::Name, &lsps);
+    // ACL names are not unique across switches: each switch holds its own copy, found
+    // by name among the ACLs it references.
+    plan_children(
+        snap,
+        plan,
+        &parent,
+        ACL,
+        "acls",
+        ChildKey::Columns(&["name"]),
+        acls,
+    );
     let missing: Vec<Atom> = sw
         .lb_groups
         .iter()
@@ -749,6 +885,8 @@ pub struct OwnedTopology<'a> {
     pub routers: &'a [&'a DesiredRouter],
     pub switches: &'a [&'a DesiredSwitch],
     pub lb_group: Option<&'a DesiredLbGroup>,
+    /// ACLs every one of the owner's switches carries.
+    pub acls: &'a [&'a DesiredAcl],
 }
 
 /// Plan one owner's routers (with ports, gateway chassis, routes, NAT), switches (with
@@ -807,10 +945,15 @@ pub fn plan_owned(
             plan.push(uuid_of(extra).map(|u| ops::delete(LR, u)));
         }
     }
+    let acls: BTreeMap<String, Row> = d
+        .acls
+        .iter()
+        .map(|a| (a.name.clone(), acl_row(a)))
+        .collect();
     let mut have_switches = by_name(&switches);
     for sw in d.switches {
         let have = have_switches.remove(&sw.name).unwrap_or_default();
-        plan_switch(snap, plan, sw, have.first(), &groups);
+        plan_switch(snap, plan, sw, have.first(), &groups, &acls);
         for extra in have.iter().skip(1) {
             plan.push(uuid_of(extra).map(|u| ops::delete(LS, u)));
         }
@@ -828,10 +971,14 @@ pub fn plan_vpc(snap: &Snapshot, vpc: &str, desired: Option<&DesiredVpc>, plan: 
         .map(|d| d.switches.values().collect())
         .unwrap_or_default();
     let routers: Vec<&DesiredRouter> = desired.map(|d| vec![&d.router]).unwrap_or_default();
+    let acls: Vec<&DesiredAcl> = desired
+        .map(|d| d.acls.values().collect())
+        .unwrap_or_default();
     let topo = desired.map(|d| OwnedTopology {
         routers: &routers,
         switches: &switches,
         lb_group: Some(&d.lb_group),
+        acls: &acls,
     });
     plan_owned(
         snap,
@@ -861,6 +1008,7 @@ pub fn plan_gateway(
         routers: &routers,
         switches: &switches,
         lb_group: None,
+        acls: &[],
     });
     plan_owned(snap, kind, owner, None, topo, plan);
 }

@@ -44,15 +44,20 @@ pub struct ServiceState {
 /// Everything `status` prints.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatusReport {
+    /// The status directory read (manifest mode); empty when read from the API.
     pub status_dir: PathBuf,
+    /// The API server the services were listed from (`ctl::status_api`), when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
     pub controller: Option<ControllerState>,
     pub services: Vec<ServiceState>,
 }
 
 impl StatusReport {
-    /// Every service is `Ready=True` (and the controller has synced).
+    /// Every service is `Ready=True` (and, from a status directory, the controller has
+    /// synced; the API has no such flag: each service's status is the controller's word).
     pub fn all_ready(&self) -> bool {
-        self.controller.as_ref().is_some_and(|c| c.synced)
+        (self.api_server.is_some() || self.controller.as_ref().is_some_and(|c| c.synced))
             && self
                 .services
                 .iter()
@@ -131,6 +136,7 @@ pub fn read(dir: &Path, service: Option<&str>) -> Result<StatusReport, CtlError>
     }
     Ok(StatusReport {
         status_dir,
+        api_server: None,
         controller,
         services,
     })
@@ -147,7 +153,9 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn service_state(doc: &Value) -> ServiceState {
+/// One service's row from a `YusurService` document (a status file, or an object from the
+/// API as JSON): `metadata` and `.status`.
+pub(crate) fn service_state(doc: &Value) -> ServiceState {
     let meta = &doc["metadata"];
     let st = &doc["status"];
     let name = format!(
@@ -195,8 +203,11 @@ fn service_state(doc: &Value) -> ServiceState {
 /// The report as a table.
 pub fn render(r: &StatusReport) -> String {
     let mut out = String::new();
-    match &r.controller {
-        Some(c) => {
+    match (&r.api_server, &r.controller) {
+        (Some(server), _) => {
+            let _ = writeln!(out, "API server {server}: {} service(s)", r.services.len());
+        }
+        (None, Some(c)) => {
             let _ = writeln!(
                 out,
                 "controller: {}, {} object(s), {} with problems (status dir {})",
@@ -206,7 +217,7 @@ pub fn render(r: &StatusReport) -> String {
                 r.status_dir.display()
             );
         }
-        None => {
+        (None, None) => {
             let _ = writeln!(
                 out,
                 "controller: no controller.yaml in {} (never started on this directory?)",

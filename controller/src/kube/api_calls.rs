@@ -66,6 +66,13 @@ pub const CONTROLLER: &[ApiCall] = &[
     },
     ApiCall {
         group: "ycloud.io",
+        resources: &["networkprobes"],
+        verbs: &["create", "patch", "delete"],
+        scope: Scope::Cluster,
+        why: "kube::probes: one NetworkProbe per backend by server-side apply (an apply that creates the object is authorized as a create too), deletion of ours nobody wants",
+    },
+    ApiCall {
+        group: "ycloud.io",
         resources: &[
             "vpcs/status",
             "subnets/status",
@@ -76,6 +83,13 @@ pub const CONTROLLER: &[ApiCall] = &[
         verbs: &["patch"],
         scope: Scope::Cluster,
         why: "kube_status::apply_status: server-side apply of the status",
+    },
+    ApiCall {
+        group: "ycloud.io",
+        resources: &["networkprobes/status"],
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        why: "kube::probes::apply_status: the verdicts of the probes this controller runs (backends no node of ours hosts)",
     },
     ApiCall {
         group: "",

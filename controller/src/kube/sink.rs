@@ -15,6 +15,8 @@ use kube::api::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ycloud_crds::condition::{Condition, ConditionStatus};
 
+use crate::kube::probes::ProbeApiError;
+use crate::kube::source::KubeSource;
 use crate::kube_status::{
     FIELD_MANAGER, KubeStatusError, MANAGEMENT_PORTS_ANNOTATION, api_resource, apply_node_network,
     apply_pod_network, apply_status, set_finalizer,
@@ -31,6 +33,8 @@ pub enum SinkError {
     NotLeader { what: &'static str, object: String },
     #[error(transparent)]
     Write(#[from] KubeStatusError),
+    #[error(transparent)]
+    Probe(#[from] ProbeApiError),
 }
 
 /// `Ready`'s (status, reason, message).
@@ -83,6 +87,12 @@ fn reference(o: &ObjectRef, obj: &DynamicObject) -> ObjectReference {
         // of the same event for the same object should count up, not be a new event.
         ..Default::default()
     }
+}
+
+/// The reference of NetworkProbe `namespace/name`.
+fn probe_ref(key: &str) -> ObjectRef {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    ObjectRef::new("NetworkProbe", Some(ns), name)
 }
 
 /// Writes status, annotations, finalizers and events to the API server.
@@ -225,6 +235,92 @@ impl ApiSink {
         self.may_write("management-ports annotation", node)?;
         let sent = apply_node_network(&self.client, &node.name, annotation, doc).await?;
         Ok(self.count(sent))
+    }
+
+    /// Makes the API server hold exactly `desired` among the NetworkProbes we manage
+    /// ([`crate::kube::probes`]): applies new and changed ones, deletes ours nobody wants,
+    /// sends nothing for the rest. Returns the requests made and the failures, by probe
+    /// (one failure does not stop the others).
+    pub async fn probes(
+        &mut self,
+        desired: &BTreeMap<String, ycloud_crds::NetworkProbe>,
+        src: &KubeSource,
+    ) -> (usize, Vec<(String, SinkError)>) {
+        let current = src.objects_of("NetworkProbe");
+        let plan = crate::kube::probes::plan(desired, &current, |ns, svc| {
+            src.object(&ObjectRef::new("YusurService", Some(ns), svc))?
+                .metadata
+                .uid
+                .clone()
+        });
+        let mut errors: Vec<(String, SinkError)> = plan
+            .problems
+            .into_iter()
+            .map(|e| {
+                let key = match &e {
+                    ProbeApiError::NoOwner { probe, .. }
+                    | ProbeApiError::Apply { probe, .. }
+                    | ProbeApiError::Status { probe, .. }
+                    | ProbeApiError::Delete { probe, .. } => probe.clone(),
+                };
+                (key, e.into())
+            })
+            .collect();
+        let mut sent = 0;
+        for (key, doc) in &plan.apply {
+            let o = probe_ref(key);
+            let res = match self.may_write("NetworkProbe", &o) {
+                Ok(()) => crate::kube::probes::apply(&self.client, key, doc)
+                    .await
+                    .map_err(SinkError::from),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => sent += usize::from(self.count(true)),
+                Err(e) => errors.push((key.clone(), e)),
+            }
+        }
+        for key in &plan.delete {
+            let o = probe_ref(key);
+            let res = match self.may_write("NetworkProbe deletion", &o) {
+                Ok(()) => crate::kube::probes::delete(&self.client, key)
+                    .await
+                    .map_err(SinkError::from),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => sent += usize::from(self.count(true)),
+                Err(e) => errors.push((key.clone(), e)),
+            }
+        }
+        (sent, errors)
+    }
+
+    /// Writes the statuses of the probes this controller runs itself (no node hosts their
+    /// backends) that changed since they were last written; marks each written one.
+    pub async fn local_probe_statuses(
+        &mut self,
+        local: &mut crate::probes::LocalVerdicts,
+    ) -> (usize, Vec<(String, SinkError)>) {
+        let mut sent = 0;
+        let mut errors = Vec::new();
+        for (key, status) in local.unpublished() {
+            let o = probe_ref(&key);
+            let res = match self.may_write("NetworkProbe status", &o) {
+                Ok(()) => crate::kube::probes::apply_status(&self.client, &key, &status)
+                    .await
+                    .map_err(SinkError::from),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => {
+                    sent += usize::from(self.count(true));
+                    local.published(&key, status);
+                }
+                Err(e) => errors.push((key, e)),
+            }
+        }
+        (sent, errors)
     }
 
     /// Adds (`present`) or removes our finalizer. Returns whether a request was made.

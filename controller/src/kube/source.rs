@@ -286,6 +286,15 @@ impl KubeSource {
         self.objects.get(o).map(|a| a.as_ref())
     }
 
+    /// Every object of `kind` of the last read, by `namespace/name` (or `name`).
+    pub fn objects_of(&self, kind: &str) -> BTreeMap<String, &DynamicObject> {
+        self.objects
+            .iter()
+            .filter(|(o, _)| o.kind == kind)
+            .map(|(o, obj)| (o.key(), obj.as_ref()))
+            .collect()
+    }
+
     /// Objects of the [`FINALIZER_KINDS`] being deleted that still carry our finalizer.
     pub fn deleting(&self) -> Vec<ObjectRef> {
         self.objects

@@ -1,7 +1,8 @@
 //! A small in-memory Kubernetes API server behind kube-rs's tower-test mock service: it
 //! keeps objects by path, answers get/list (a held-open watch), create, replace (with a
 //! resourceVersion check: a stale write is a 409), JSON patches (applied, `test` included),
-//! server-side apply and merge patches (merged), records every request, and fails the
+//! server-side apply and merge patches (merged; an apply of a missing object creates it; a
+//! changed spec bumps the generation), deletes, records every request, and fails the
 //! requests a test asks it to. The API server is the one thing these tests cannot run.
 #![allow(dead_code)]
 
@@ -22,6 +23,9 @@ pub struct Seen {
     pub query: String,
     pub content_type: String,
     pub body: Value,
+    /// The request created the object (a server-side apply of a missing object, which the
+    /// API server authorizes as a `create` as well as a `patch`).
+    pub created: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +145,7 @@ impl MockApi {
                     body: serde_json::from_slice(&bytes)
                         .or_else(|_| serde_yaml::from_slice(&bytes))
                         .unwrap_or(Value::Null),
+                    created: false,
                 };
                 match server.handle(seen) {
                     Some((code, body)) => send.send_response(respond(code, &body)),
@@ -192,6 +197,11 @@ impl MockApi {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Removes the object at `path` (as a deletion by someone else).
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.0.lock().expect("state").objects.remove(path)
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -323,11 +333,41 @@ impl MockApi {
                 st.objects.insert(path, obj.clone());
                 Some((200, obj))
             }
+            ("PATCH", Some(name))
+                if sub.is_none()
+                    && seen.content_type.starts_with("application/apply-patch")
+                    && !st.objects.contains_key(&object_path(
+                        &prefix,
+                        ns.as_deref(),
+                        &resource,
+                        &name,
+                    )) =>
+            {
+                // Server-side apply of an object that does not exist creates it.
+                let path = object_path(&prefix, ns.as_deref(), &resource, &name);
+                let mut obj = seen.body.clone();
+                obj["metadata"]["resourceVersion"] = rv.clone().into();
+                obj["metadata"]["uid"] = format!("uid-created-{rv}").into();
+                obj["metadata"]["generation"] = 1.into();
+                st.objects.insert(path, obj.clone());
+                if let Some(last) = st.seen.last_mut() {
+                    last.created = true;
+                }
+                Some((201, obj))
+            }
+            ("DELETE", Some(name)) => {
+                let path = object_path(&prefix, ns.as_deref(), &resource, &name);
+                match st.objects.remove(&path) {
+                    Some(o) => Some((200, o)),
+                    None => Some(status(404, "NotFound", &format!("{path} not found"))),
+                }
+            }
             ("PATCH", Some(name)) => {
                 let path = object_path(&prefix, ns.as_deref(), &resource, &name);
                 let Some(mut obj) = st.objects.get(&path).cloned() else {
                     return Some(status(404, "NotFound", &format!("{path} not found")));
                 };
+                let spec_before = obj["spec"].clone();
                 if seen.content_type.starts_with("application/json-patch") {
                     // As the API server (evanphx/json-patch): `test` of a missing path
                     // against null passes.
@@ -362,6 +402,11 @@ impl MockApi {
                     }
                     merge(&mut obj, &body);
                 }
+                // As the API server: a change of the spec is a new generation.
+                if obj["spec"] != spec_before && obj["metadata"]["generation"].is_i64() {
+                    let g = obj["metadata"]["generation"].as_i64().unwrap_or(0);
+                    obj["metadata"]["generation"] = (g + 1).into();
+                }
                 obj["metadata"]["resourceVersion"] = rv.into();
                 st.objects.insert(path, obj.clone());
                 Some((200, obj))
@@ -377,4 +422,32 @@ fn respond(code: u16, body: &Value) -> Response<Body> {
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
         .expect("response")
+}
+
+/// A backend no node of ours hosts, for the probes the controller runs itself: subnet
+/// `a-lo` (127.0.10.0/24, in VPC `tenant-a`, so the address is a real one this test process
+/// reaches on loopback) and service `shop/db` with static backend 127.0.10.1:`port` and a
+/// fast TCP health check.
+pub fn local_backend_objects(port: u16) -> Vec<Value> {
+    let text = format!(
+        r#"
+apiVersion: ycloud.io/v1alpha1
+kind: Subnet
+metadata: {{name: a-lo, uid: uid-a-lo, generation: 1}}
+spec: {{vpc: tenant-a, cidrBlocks: [127.0.10.0/24]}}
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {{name: db, namespace: shop, uid: uid-db, generation: 1}}
+spec:
+  scenarios: [ClusterIP]
+  clusterIPs: [10.96.0.150]
+  ports: [{{name: sql, protocol: TCP, port: 5432, targetPort: {port}}}]
+  staticBackends: [{{address: 127.0.10.1}}]
+  healthCheck: {{type: TCP, intervalMillis: 200, timeoutMillis: 100, failureThreshold: 2, successThreshold: 1}}
+"#
+    );
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect()
 }

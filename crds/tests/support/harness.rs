@@ -159,7 +159,7 @@ pub fn cel_errors(doc: &Value, old: Option<&Value>) -> Vec<String> {
 }
 
 /// Typed objects of a manifest set, for the semantic validator.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct World {
     pub vpcs: Vec<Vpc>,
     pub subnets: Vec<Subnet>,
@@ -221,6 +221,7 @@ impl World {
                 .iter()
                 .map(|(n, l)| (n.as_str(), l))
                 .collect(),
+            ..Default::default()
         }
     }
 

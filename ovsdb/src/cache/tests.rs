@@ -1,5 +1,5 @@
 use super::*;
-use crate::value::Atom;
+use crate::value::{Atom, AtomSet};
 use serde_json::json;
 
 fn nb() -> Arc<DatabaseSchema> {
@@ -170,14 +170,14 @@ fn real_update3_notifications_replay_to_the_servers_state_after_every_step() {
     replay("nb-update3.json");
 }
 
-fn atoms(names: &[&str]) -> BTreeSet<Atom> {
+fn atoms(names: &[&str]) -> AtomSet {
     names.iter().map(|n| Atom::from(*n)).collect()
 }
 
 #[test]
 fn set_diffs_toggle_elements_for_every_pair_of_subsets() {
     let universe = ["a", "b", "c", "d"];
-    let subsets: Vec<BTreeSet<Atom>> = (0..16u32)
+    let subsets: Vec<AtomSet> = (0..16u32)
         .map(|m| {
             universe
                 .iter()
@@ -226,7 +226,7 @@ fn map_diffs_insert_delete_and_replace_for_every_pair_of_maps() {
     let mut maps = Vec::new();
     for a in choices {
         for b in choices {
-            let mut m = BTreeMap::new();
+            let mut m = AtomMap::new();
             if let Some(v) = a {
                 m.insert(Atom::from("k1"), Atom::from(v));
             }

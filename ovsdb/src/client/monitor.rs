@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Inner;
+use crate::codec::{RawJson, excerpt_str};
 use crate::error::Error;
 use crate::rpc::{Connection, error_chain};
 
@@ -42,6 +43,15 @@ pub trait MonitorTarget: Send + Sync + 'static {
     fn apply_owned(&self, format: UpdateFormat, table_updates: Value) -> Result<(), String> {
         self.apply(format, &table_updates)
     }
+    /// Like [`MonitorTarget::apply`], taking the JSON text of the table-updates as received
+    /// (the client hands over monitor replies and update notifications this way). A target
+    /// that can read text directly never builds a `serde_json::Value` tree; the default
+    /// parses the text and calls [`MonitorTarget::apply_owned`].
+    fn apply_str(&self, format: UpdateFormat, table_updates: &str) -> Result<(), String> {
+        let v: Value = serde_json::from_str(table_updates)
+            .map_err(|e| format!("invalid table-updates JSON: {e}"))?;
+        self.apply_owned(format, v)
+    }
     /// Forget everything (before a full reload).
     fn clear(&self);
     fn set_last_txn_id(&self, id: Option<String>);
@@ -64,6 +74,14 @@ impl MonitorTarget for crate::cache::Cache {
             UpdateFormat::V2 => crate::cache::UpdateKind::Update2,
         };
         crate::cache::Cache::apply_owned(self, kind, table_updates).map_err(|e| error_chain(&e))
+    }
+
+    fn apply_str(&self, format: UpdateFormat, table_updates: &str) -> Result<(), String> {
+        let kind = match format {
+            UpdateFormat::V1 => crate::cache::UpdateKind::Update,
+            UpdateFormat::V2 => crate::cache::UpdateKind::Update2,
+        };
+        crate::cache::Cache::apply_str(self, kind, table_updates).map_err(|e| error_chain(&e))
     }
 
     fn clear(&self) {
@@ -175,7 +193,7 @@ pub(super) async fn start_monitor(
         let (tx, rx) = oneshot::channel();
         let st = state.clone();
         let had_last = last.is_some();
-        conn.send_request(
+        conn.send_request_raw(
             name,
             params,
             Box::new(move |r| {
@@ -215,37 +233,42 @@ pub(super) async fn start_monitor(
 }
 
 /// Applies a monitor reply to the target; returns whether it was a resume (no reload).
+/// The reply comes as text and its table-updates go to [`MonitorTarget::apply_str`]: for a
+/// big initial reply, a `serde_json::Value` tree next to the cache would be the peak RSS.
 fn apply_monitor_reply(
     st: &MonitorState,
     method: MonitorMethod,
     had_last: bool,
-    mut v: Value,
+    reply: RawJson,
 ) -> Result<bool, Error> {
-    let bad = |why: &str, v: &Value| Error::UnexpectedReply {
+    let bad = |why: String| Error::UnexpectedReply {
         method: format!("{method:?} ({why})"),
-        reply: crate::jsonrpc::excerpt(v),
+        reply: excerpt_str(reply.as_str()),
     };
     let cache_err = |e: String| Error::Cache(format!("monitor {}: {e}", st.id));
     match method {
         MonitorMethod::CondSince => {
-            let found = v
-                .get(0)
-                .and_then(Value::as_bool)
-                .ok_or_else(|| bad("found is not a boolean", &v))?;
-            let txn = v.get(1).and_then(Value::as_str).map(str::to_owned);
-            // Taken out of the reply by value: the cache consumes the tree as it reads it
-            // (for a big initial reply, the tree and the cache at once is the peak RSS).
-            let updates = match v.get_mut(2) {
-                Some(u) => u.take(),
-                None => return Err(bad("no table updates", &v)),
-            };
-            drop(v);
+            // [found, last-txn-id, table-updates]
+            let parts = reply
+                .elements()
+                .map_err(|e| bad(format!("not an array: {e}")))?;
+            let [found, txn, updates] = <[RawJson; 3]>::try_from(parts)
+                .map_err(|p| bad(format!("{} elements, expected 3", p.len())))?;
+            let found = found
+                .to_value()
+                .ok()
+                .and_then(|v| v.as_bool())
+                .ok_or_else(|| bad("found is not a boolean".into()))?;
+            let txn = txn
+                .to_value()
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
             let resumed = found && had_last;
             if !resumed {
                 st.target.clear();
             }
             st.target
-                .apply_owned(UpdateFormat::V2, updates)
+                .apply_str(UpdateFormat::V2, updates.as_str())
                 .map_err(cache_err)?;
             st.target.set_last_txn_id(txn);
             Ok(resumed)
@@ -257,7 +280,9 @@ fn apply_monitor_reply(
             } else {
                 UpdateFormat::V1
             };
-            st.target.apply_owned(fmt, v).map_err(cache_err)?;
+            st.target
+                .apply_str(fmt, reply.as_str())
+                .map_err(cache_err)?;
             st.target.set_last_txn_id(None);
             Ok(false)
         }

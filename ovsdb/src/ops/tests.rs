@@ -149,7 +149,7 @@ fn map_update_deletes_stale_keys_and_inserts_changed_ones_in_one_mutate() {
     let m = |p: &[(&str, &str)]| {
         p.iter()
             .map(|(k, v)| (Atom::from(*k), Atom::from(*v)))
-            .collect::<BTreeMap<_, _>>()
+            .collect::<crate::value::AtomMap>()
     };
     let old = m(&[("keep", "1"), ("gone", "2"), ("chg", "3")]);
     let new = m(&[("keep", "1"), ("chg", "4"), ("new", "5")]);

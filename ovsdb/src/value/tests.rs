@@ -19,9 +19,9 @@ fn atom_strategy() -> impl Strategy<Value = Atom> {
 fn value_strategy() -> impl Strategy<Value = Value> {
     prop_oneof![
         atom_strategy().prop_map(Value::Atom),
-        proptest::collection::btree_set(atom_strategy(), 0..6).prop_map(Value::Set),
+        proptest::collection::btree_set(atom_strategy(), 0..6).prop_map(|s| Value::Set(s.into())),
         proptest::collection::btree_map(atom_strategy(), atom_strategy(), 0..6)
-            .prop_map(Value::Map),
+            .prop_map(|m| Value::Map(m.into())),
     ]
 }
 
@@ -53,7 +53,7 @@ proptest! {
     fn a_one_element_set_written_as_a_bare_atom_reads_back_as_that_set(a in atom_strategy()) {
         let text = serde_json::to_string(&a).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
-        let set = Value::Set(BTreeSet::from([a.clone()]));
+        let set = Value::Set(AtomSet::from([a.clone()]));
         prop_assert_eq!(v.atoms().unwrap(), vec![&a]);
         let real = matches!(a, Atom::Real(_));
         prop_assert_eq!(v.normalize_shape(false, false, real, false), set);
@@ -198,4 +198,69 @@ fn typed_conversions_name_the_expected_type_and_the_atom() {
     assert_eq!(f64::from_atom(&Atom::Integer(2)).unwrap(), 2.0);
     let err = i64::from_atom(&Atom::from("x")).unwrap_err();
     assert_eq!(err.to_string(), "expected integer, got \"x\"");
+}
+
+proptest! {
+    #[test]
+    fn sorted_vector_sets_and_maps_behave_like_btree_sets_and_maps(
+        steps in proptest::collection::vec(
+            (any::<bool>(), atom_strategy(), atom_strategy()), 0..40),
+    ) {
+        let (mut set, mut set_model) = (AtomSet::new(), std::collections::BTreeSet::new());
+        let (mut map, mut map_model) = (AtomMap::new(), BTreeMap::new());
+        for (add, a, b) in steps {
+            if add {
+                prop_assert_eq!(set.insert(a.clone()), set_model.insert(a.clone()));
+                prop_assert_eq!(map.insert(a.clone(), b.clone()), map_model.insert(a.clone(), b));
+            } else {
+                prop_assert_eq!(set.remove(&a), set_model.remove(&a));
+                prop_assert_eq!(map.remove(&a), map_model.remove(&a));
+            }
+            prop_assert_eq!(set.contains(&a), set_model.contains(&a));
+            prop_assert_eq!(map.get(&a), map_model.get(&a));
+            if let Atom::String(s) = &a {
+                prop_assert_eq!(map.get(s.as_str()), map_model.get(&a));
+            }
+        }
+        prop_assert!(set.iter().eq(set_model.iter()));
+        prop_assert!(map.iter().eq(map_model.iter()));
+        prop_assert_eq!(&AtomSet::from(set_model.clone()), &set);
+        prop_assert_eq!(&AtomMap::from(map_model.clone()), &map);
+        // Collecting sorts and dedups; a repeated map key keeps its last value.
+        let mut doubled: Vec<Atom> = set_model.iter().rev().cloned().collect();
+        doubled.extend(set_model.iter().cloned());
+        prop_assert_eq!(doubled.into_iter().collect::<AtomSet>(), set);
+    }
+}
+
+#[test]
+fn a_string_key_is_found_among_keys_of_every_atom_type() {
+    let m = AtomMap::from([
+        (Atom::Integer(1), Atom::from("int")),
+        (Atom::Boolean(true), Atom::from("bool")),
+        (Atom::from("k"), Atom::from("str")),
+        (Atom::Uuid(Uuid::nil()), Atom::from("uuid")),
+    ]);
+    assert_eq!(m.get("k"), Some(&Atom::from("str")));
+    assert_eq!(m.get("j"), None);
+    assert_eq!(Value::Map(m.clone()).map_get("k"), Some(&Atom::from("str")));
+    assert_eq!(
+        [
+            (Atom::from("k"), Atom::from("1")),
+            (Atom::from("k"), Atom::from("2"))
+        ]
+        .into_iter()
+        .collect::<AtomMap>()
+        .get("k"),
+        Some(&Atom::from("2")),
+        "the last value of a repeated key wins, as in a BTreeMap"
+    );
+}
+
+#[test]
+fn duplicates_on_the_wire_are_still_errors() {
+    let e = serde_json::from_str::<Value>(r#"["set",["a","b","a"]]"#).unwrap_err();
+    assert!(e.to_string().contains("duplicate set element \"a\""), "{e}");
+    let e = serde_json::from_str::<Value>(r#"["map",[["k","1"],["k","2"]]]"#).unwrap_err();
+    assert!(e.to_string().contains("duplicate map key \"k\""), "{e}");
 }

@@ -1,0 +1,204 @@
+//! The end-to-end run on three nodes (issue 12): the real product — ONE `ycloud-controller`
+//! in manifest mode, ONE `ycloud-cnid` per node (in that node's netns, on its OVS database,
+//! `--node-name` = its chassis, as a DaemonSet pod runs), pods made by the `ycloud-cni`
+//! plugin on the node they are scheduled on — on a 3-chassis sandbox whose nodes are joined
+//! over Geneve. Every scenario has its client and (some of) its backends on different
+//! nodes, and the test checks in each node's datapath that the packets did cross a tunnel.
+//!
+//! Placement (the pods' `spec.nodeName`, set as a scheduler would):
+//!
+//! | node | pods | gateways |
+//! |---|---|---|
+//! | 1 | web-1, client-a (shop) | EIP gateway `public` |
+//! | 2 | web-2, client-b (partner) | |
+//! | 3 | web-3 | service gateway (`--svcgw-chassis`) |
+//!
+//! The service is the demo's `shop/web` (ClusterIP, EIP, CrossVPC for tenant-b, an HTTP
+//! health check that each backend's own node daemon runs). On a failure the harness prints
+//! the controller's and every daemon's log tail, the NB load balancers and every node's
+//! tunnel flows (`dpctl/dump-flows`, `tnl_push`/`tnl_pop`).
+//! Needs root; builds the product binaries once per test process (see `harness::bins`).
+
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, ClusterOptions, Layout, distribution, wait_for, warm};
+
+const VIP: &str = "http://10.96.0.100/";
+const EIP: &str = "http://200.0.0.100/";
+const WARM: Duration = Duration::from_secs(30);
+const ALL: [&str; 3] = ["web-1", "web-2", "web-3"];
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn names(s: &BTreeSet<&str>) -> BTreeSet<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+/// Node `from` pushed Geneve packets to each of `to` (the outer header `tnl_push` builds:
+/// `ipv4(src=<from's ovn-encap-ip>,dst=<to's>,…)`) and each of `to` popped some: the
+/// scenario's packets crossed nodes.
+fn assert_crossed(c: &Cluster, scenario: &str, from: u8, to: &[u8]) {
+    let pushed = c.tunnel_flows_of(from);
+    let src = c.sb.node(from).expect("node").encap_ip;
+    for k in to {
+        let dst = c.sb.node(*k).expect("node").encap_ip;
+        assert!(
+            pushed
+                .lines()
+                .any(|l| l.contains("tnl_push") && l.contains(&format!("src={src},dst={dst},"))),
+            "{scenario}: node {from} sent nothing through a tunnel to node {k} ({dst})\n{}",
+            c.tunnel_flows()
+        );
+        assert!(
+            c.tunnel_flows_of(*k).contains("tnl_pop"),
+            "{scenario}: node {k} popped no tunnel header\n{}",
+            c.tunnel_flows()
+        );
+    }
+}
+
+#[test]
+fn every_scenario_crosses_nodes_with_one_controller_and_a_cni_daemon_per_node() {
+    // the product's build (once per process) is not the run's time
+    harness::bins();
+    let t0 = Instant::now();
+    let mut c = Cluster::start_on(
+        &ClusterOptions {
+            demo_manifests: vec![
+                "00-namespaces.yaml",
+                "01-vpcs.yaml",
+                "02-subnets.yaml",
+                "03-eip-gateway.yaml",
+                "10-services.yaml",
+            ],
+            offload: true,
+        },
+        &Layout {
+            nodes: 3,
+            svcgw: vec![(3, 100)],
+        },
+    );
+    let placement = [
+        ("shop", "web-1", "21-pod-web-1.yaml", 1),
+        ("shop", "web-2", "22-pod-web-2.yaml", 2),
+        ("shop", "web-3", "23-pod-web-3.yaml", 3),
+        ("shop", "client-a", "30-pod-client-a.yaml", 1),
+        ("partner", "client-b", "31-pod-client-b.yaml", 2),
+    ];
+    for (_, _, file, node) in placement {
+        c.copy_demo_pod_on(file, node);
+    }
+    for (ns, pod, _, node) in placement {
+        c.add_pod_on(node, ns, pod);
+    }
+    for p in ALL {
+        c.serve(p, 8080);
+    }
+    c.add_outside();
+    // every backend's health check, run by the daemon of its own node, passed
+    wait_for("the three probed backends in the VIP", WARM, || {
+        let want: BTreeSet<String> = ALL
+            .iter()
+            .map(|p| format!("{}:8080", c.pod(p).ip))
+            .collect();
+        (c.nb_backends("10.96.0.100:80")? == want).then_some(())
+    });
+    c.sb.wait_hv_sync().expect("hv sync");
+    eprintln!(
+        "e2e-multinode: 3 nodes up, 5 pods added, probed backends in the VIP in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // 1. in-VPC: client-a on node 1 -> the ClusterIP -> web-1 (node 1), web-2 (node 2),
+    // web-3 (node 3); each saw the client's own address.
+    let client_a = &c.pod("client-a").netns;
+    warm(client_a, VIP, WARM).unwrap_or_else(|e| panic!("1. in-VPC: {e}"));
+    c.flush_datapaths();
+    let s = distribution(client_a, VIP, &ALL, 15, 60);
+    assert!(s.failures.is_empty(), "1. in-VPC: {:?}", s.failures);
+    assert_eq!(names(&s.backends()), set(&ALL), "1. in-VPC backends");
+    assert_eq!(
+        names(&s.sources()),
+        set(&[&c.pod("client-a").ip]),
+        "1. in-VPC sources"
+    );
+    assert_crossed(&c, "1. in-VPC", 1, &[2, 3]);
+
+    // 2. every node (the root of its netns) -> the ClusterIP through its own management
+    // port, plugged by its own daemon from the node file the controller wrote for it: each
+    // node's requests reach all three nodes' backends, seen from that node's join address.
+    for k in 1..=3 {
+        let node = c.node_on(k);
+        let mgmt = wait_for(&format!("node {k}'s management port address"), WARM, || {
+            c.mgmt_ip(k, "tenant-a")
+        });
+        wait_for(
+            &format!("node {k}'s route to the service CIDR"),
+            WARM,
+            || {
+                node.exec(&["ip", "route", "show", "10.96.0.0/16"])
+                    .ok()
+                    .filter(|r| r.contains("via"))
+            },
+        );
+        warm(&node, VIP, WARM).unwrap_or_else(|e| panic!("2. node {k}: {e}"));
+        c.flush_datapaths();
+        let s = distribution(&node, VIP, &ALL, 15, 60);
+        assert!(s.failures.is_empty(), "2. node {k}: {:?}", s.failures);
+        assert_eq!(
+            names(&s.backends()),
+            set(&ALL),
+            "2. node {k} -> ClusterIP backends"
+        );
+        assert!(
+            mgmt.starts_with("100.64."),
+            "node {k}'s management port {mgmt} is not on the join network"
+        );
+        assert_eq!(
+            names(&s.sources()),
+            set(&[&mgmt]),
+            "2. node {k}: the backends must see node {k}'s management port"
+        );
+        let others: Vec<u8> = (1..=3).filter(|o| *o != k).collect();
+        assert_crossed(&c, &format!("2. node {k}"), k, &others);
+    }
+
+    // 3. outside -> EIP: in through the EIP gateway on node 1, out to the backends on
+    // nodes 2 and 3 (and 1); the client address is kept.
+    warm(c.outside(), EIP, WARM).unwrap_or_else(|e| panic!("3. EIP: {e}"));
+    c.flush_datapaths();
+    let s = distribution(c.outside(), EIP, &ALL, 15, 60);
+    assert!(s.failures.is_empty(), "3. EIP: {:?}", s.failures);
+    assert_eq!(names(&s.backends()), set(&ALL), "3. EIP backends");
+    assert_eq!(names(&s.sources()), set(&["200.0.0.50"]), "3. EIP sources");
+    assert_crossed(&c, "3. EIP", 1, &[2, 3]);
+
+    // 4. cross-VPC: client-b (tenant-b) on node 2 -> the ClusterIP -> the service gateway
+    // on node 3 -> the backends on nodes 1, 2 and 3, which see one address of the gateway's
+    // pool (its SNAT), never the client's.
+    let client_b = &c.pod("client-b").netns;
+    warm(client_b, VIP, WARM).unwrap_or_else(|e| panic!("4. cross-VPC: {e}"));
+    c.flush_datapaths();
+    let s = distribution(client_b, VIP, &ALL, 15, 60);
+    assert!(s.failures.is_empty(), "4. cross-VPC: {:?}", s.failures);
+    assert_eq!(names(&s.backends()), set(&ALL), "4. cross-VPC backends");
+    let sources = s.sources();
+    assert!(
+        sources.len() == 1 && sources.iter().all(|a| a.starts_with("100.66.")),
+        "4. cross-VPC: the backends must see the service gateway's address, saw {sources:?}"
+    );
+    // client-b's node sent to the gateway's node, which sent on to node 1's backend
+    assert_crossed(&c, "4. cross-VPC (to the gateway)", 2, &[3]);
+    assert_crossed(&c, "4. cross-VPC (from the gateway)", 3, &[1]);
+
+    eprintln!(
+        "e2e-multinode: every scenario crossed nodes; {:.1} s in all",
+        t0.elapsed().as_secs_f64()
+    );
+}
