@@ -3,46 +3,22 @@
 //! by hand is repaired; rows we don't own survive.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use ycloud_controller::compiler::lb::{DesiredLb, service_lbs};
+use ycloud_controller::compiler::names;
 use ycloud_controller::compiler::network::{DesiredVpc, vpc_rows};
 use ycloud_controller::compiler::plan::{Plan, plan_service, plan_vpc};
 use ycloud_controller::compiler::topology::{
     Backend, DatapathMode, Port, PortOwner, Protocol, Scenarios, Service, ServicePort, Subnet, Vpc,
 };
-use ycloud_controller::compiler::{names, nb};
-use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::ops::Operation;
-use ycloud_ovsdb::{Client, ClientConfig};
-use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
-struct Nb {
-    server: OvsdbServer,
-    client: Client,
-    cache: Cache,
-}
+#[path = "support/nb.rs"]
+mod nb_support;
+
+use nb_support::Nb;
 
 impl Nb {
-    async fn start() -> Nb {
-        let server = OvsdbServer::start(SchemaFile::Nb).expect("start NB ovsdb-server");
-        let (client, _events) = Client::connect(ClientConfig::new(
-            vec![server.unix_remote()],
-            "OVN_Northbound",
-        ))
-        .await
-        .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
-        Nb {
-            server,
-            client,
-            cache,
-        }
-    }
-
     /// One reconcile of a VPC and its services: plan against the cache, one transaction.
     async fn reconcile(
         &self,
@@ -73,27 +49,6 @@ impl Nb {
         }
         all.extend(plan.ops);
         all
-    }
-
-    fn nbctl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.server.unix_remote()))
-            .args(["--no-leader-only", "--timeout=10"])
-            .args(args)
-            .output()
-            .expect("run ovn-nbctl");
-        assert!(
-            out.status.success(),
-            "ovn-nbctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// Wait until the cache has seen a change made behind our back (by ovn-nbctl).
-    async fn settle(&self) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.client.echo(serde_json::json!([])).await.expect("echo");
     }
 }
 

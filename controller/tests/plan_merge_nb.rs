@@ -4,46 +4,27 @@
 //! nothing, and an operation on the same row in between keeps its place.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ycloud_controller::compiler::lb::{DesiredLb, service_lbs};
+use ycloud_controller::compiler::names;
 use ycloud_controller::compiler::plan::{Plan, merge_reference_inserts, plan_service};
 use ycloud_controller::compiler::topology::{
     Backend, DatapathMode, Protocol, Scenarios, Service, ServicePort,
 };
-use ycloud_controller::compiler::{names, nb};
-use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::ops::{self, Operation};
 use ycloud_ovsdb::value::Value;
-use ycloud_ovsdb::{Client, ClientConfig};
-use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
 const SERVICES: usize = 40;
 
-struct Nb {
-    server: OvsdbServer,
-    client: Client,
-    cache: Cache,
-}
+#[path = "support/nb.rs"]
+mod nb_support;
+
+use nb_support::Nb;
 
 impl Nb {
     /// A fresh NB holding only the VPC's load-balancer group (what the topology phase makes).
-    async fn start() -> Nb {
-        let server = OvsdbServer::start(SchemaFile::Nb).expect("start NB ovsdb-server");
-        let (client, _events) = Client::connect(ClientConfig::new(
-            vec![server.unix_remote()],
-            "OVN_Northbound",
-        ))
-        .await
-        .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
-        let nb = Nb {
-            server,
-            client,
-            cache,
-        };
+    async fn start_with_group() -> Nb {
+        let nb = Nb::start().await;
         nb.nbctl(&[
             "create",
             "Load_Balancer_Group",
@@ -61,20 +42,6 @@ impl Nb {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("the group never reached the cache");
-    }
-
-    fn nbctl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.server.unix_remote()))
-            .args(args)
-            .output()
-            .expect("run ovn-nbctl");
-        assert!(
-            out.status.success(),
-            "ovn-nbctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// One plan per service (as the reconcile loop makes them), against the cache.
@@ -162,7 +129,7 @@ fn mutates_of(ops: &[Operation], table: &str) -> usize {
 #[tokio::test]
 async fn merged_plans_leave_nb_as_the_plans_one_by_one_do_and_a_second_pass_writes_nothing() {
     // Reference: every plan in a transaction of its own.
-    let one_by_one = Nb::start().await;
+    let one_by_one = Nb::start_with_group().await;
     for p in one_by_one.plans() {
         one_by_one.client.transact(&p.ops).await.expect("one plan");
     }
@@ -170,7 +137,7 @@ async fn merged_plans_leave_nb_as_the_plans_one_by_one_do_and_a_second_pass_writ
     assert_eq!(want.0.len(), SERVICES, "every LB in the group: {want:?}");
 
     // Merged: one transaction, one mutate of the group.
-    let merged = Nb::start().await;
+    let merged = Nb::start_with_group().await;
     let all: Vec<Operation> = merged.plans().into_iter().flat_map(|p| p.ops).collect();
     assert_eq!(mutates_of(&all, "Load_Balancer_Group"), SERVICES);
     let ops = merge_reference_inserts(all.clone());

@@ -6,45 +6,24 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use ycloud_controller::compiler::lb::{DesiredLb, add_native_checks, service_lbs};
-use ycloud_controller::compiler::nb;
 use ycloud_controller::compiler::network::{DesiredVpc, vpc_rows};
 use ycloud_controller::compiler::plan::{Plan, SVC_MONITOR_MAC, plan_service, plan_vpc};
 use ycloud_controller::compiler::topology::{
     Backend, DatapathMode, MonitorPort, NativeCheck, Port, PortOwner, Protocol, Scenarios, Service,
     ServicePort, Subnet, Vpc, monitor_source,
 };
-use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::ops::Operation;
-use ycloud_ovsdb::{Client, ClientConfig};
-use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
-struct Nb {
-    server: OvsdbServer,
-    client: Client,
-    cache: Cache,
-}
+#[path = "support/nb.rs"]
+mod nb_support;
+
+use nb_support::Nb;
 
 impl Nb {
-    async fn start() -> Nb {
-        let server = OvsdbServer::start(SchemaFile::Nb).expect("start NB ovsdb-server");
-        let (client, _events) = Client::connect(ClientConfig::new(
-            vec![server.unix_remote()],
-            "OVN_Northbound",
-        ))
-        .await
-        .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
-        let nb = Nb {
-            server,
-            client,
-            cache,
-        };
+    async fn start_initialized() -> Nb {
+        let nb = Nb::start().await;
         // What `ovn-nbctl init` (or northd's deployment) leaves: one NB_Global row.
         nb.nbctl(&["init"]);
         nb.settle().await;
@@ -68,26 +47,6 @@ impl Nb {
         }
         all.extend(plan.ops);
         all
-    }
-
-    fn nbctl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.server.unix_remote()))
-            .args(["--no-leader-only", "--timeout=10"])
-            .args(args)
-            .output()
-            .expect("run ovn-nbctl");
-        assert!(
-            out.status.success(),
-            "ovn-nbctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    async fn settle(&self) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.client.echo(serde_json::json!([])).await.expect("echo");
     }
 
     fn lb(&self) -> String {
@@ -196,7 +155,7 @@ fn check() -> NativeCheck {
 
 #[tokio::test]
 async fn native_check_rows_reach_nb_and_a_second_reconcile_writes_nothing() {
-    let nb = Nb::start().await;
+    let nb = Nb::start_initialized().await;
     let d = vpc();
     let ops = nb.reconcile(&d, &lbs(Some(check()))).await;
     assert!(!ops.is_empty());
@@ -234,7 +193,7 @@ async fn native_check_rows_reach_nb_and_a_second_reconcile_writes_nothing() {
 
 #[tokio::test]
 async fn drift_of_native_checks_is_repaired_with_small_writes_and_an_operators_mac_is_kept() {
-    let nb = Nb::start().await;
+    let nb = Nb::start_initialized().await;
     nb.nbctl(&[
         "set",
         "NB_Global",

@@ -3,46 +3,20 @@
 //! a changed exclusion is one update per switch, drift is repaired, a foreign ACL on our
 //! switch survives, and a VPC without service CIDRs (or gone) leaves no ACL behind.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use ipnet::IpNet;
-use ycloud_controller::compiler::nb;
 use ycloud_controller::compiler::network::{
     DesiredRoute, DesiredVpc, add_service_reject, service_reject_acl_name, vpc_rows,
 };
 use ycloud_controller::compiler::plan::{Plan, plan_vpc};
 use ycloud_controller::compiler::topology::{Subnet, Vpc};
-use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::ops::Operation;
-use ycloud_ovsdb::{Client, ClientConfig};
-use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
-struct Nb {
-    server: OvsdbServer,
-    client: Client,
-    cache: Cache,
-}
+#[path = "support/nb.rs"]
+mod nb_support;
+
+use nb_support::Nb;
 
 impl Nb {
-    async fn start() -> Nb {
-        let server = OvsdbServer::start(SchemaFile::Nb).expect("start NB ovsdb-server");
-        let (client, _events) = Client::connect(ClientConfig::new(
-            vec![server.unix_remote()],
-            "OVN_Northbound",
-        ))
-        .await
-        .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
-        Nb {
-            server,
-            client,
-            cache,
-        }
-    }
-
     async fn reconcile(&self, d: Option<&DesiredVpc>) -> Vec<Operation> {
         let mut plan = Plan::new("v");
         plan_vpc(&self.cache.snapshot(), "tenant-a", d, &mut plan);
@@ -52,27 +26,6 @@ impl Nb {
         }
         self.settle().await;
         plan.ops
-    }
-
-    fn nbctl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.server.unix_remote()))
-            .args(["--no-leader-only", "--timeout=10"])
-            .args(args)
-            .output()
-            .expect("run ovn-nbctl");
-        assert!(
-            out.status.success(),
-            "ovn-nbctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// Wait until the cache has seen a change (ours, or one made by ovn-nbctl).
-    async fn settle(&self) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        self.client.echo(serde_json::json!([])).await.expect("echo");
     }
 
     /// `(switch, acl name, match)` for every ACL every switch holds, sorted.
