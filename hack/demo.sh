@@ -239,6 +239,24 @@ done
 for p in web-1 web-2 web-3; do
   for _ in $(seq 1 100); do inpod "$p" ss -Hltn 'sport = :8080' | grep -q . && break; sleep 0.05; done
 done
+# The backends' NetworkProbes started with the pods, before these servers listened: some went
+# unhealthy and out of the VIPs. Traffic starts once every probe says healthy again and NB
+# holds every backend, so the rows measure the service, not the warm-up.
+probes_healthy() {
+  local want have
+  want=$(find "$STATUS/probes" -name '*.yaml' 2>/dev/null | wc -l)
+  have=$(find "$STATUS/probe-status" -name '*.yaml' -exec grep -l '^healthy: true' {} + 2>/dev/null | wc -l)
+  [ "$want" -gt 0 ] && [ "$have" = "$want" ]
+}
+# every load balancer holding 10.96.0.100:80 (the VPC's, and the service gateway's) has 3 backends
+vip_full() {
+  nb --bare --columns=vips list Load_Balancer | grep -o '10\.96\.0\.100:80=[^ ]*' |
+    awk -F, 'NF != 3 { bad = 1 } END { exit (bad || NR == 0) }'
+}
+for _ in $(seq 1 200); do probes_healthy && vip_full && break; sleep 0.1; done
+if ! probes_healthy || ! vip_full; then
+  die "the backends' probes never all said healthy with every backend in NB (see $STATUS/probe-status)"
+fi
 nb --wait=hv sync || die "ovn-nbctl --wait=hv sync"
 
 # ---------------------------------------------------------------------------------------------
