@@ -437,6 +437,28 @@ fn refused(from: &Netns, url: &str) -> Duration {
     }
 }
 
+/// Every probe the controller wrote (`S/probes/`) has a status saying `healthy: true`.
+fn probes_all_healthy(c: &Cluster) -> bool {
+    let yaml_files = |dir: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect()
+    };
+    let wanted = yaml_files(c.status_dir().join("probes")).len();
+    let healthy = yaml_files(c.status_dir().join("probe-status"))
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l == "healthy: true"))
+        })
+        .count();
+    wanted > 0 && healthy == wanted
+}
+
 #[test]
 fn a_controller_killed_and_restarted_during_traffic_fails_no_request() {
     let mut c = Cluster::start(&options(&[
@@ -450,11 +472,15 @@ fn a_controller_killed_and_restarted_during_traffic_fails_no_request() {
     c.add_pod("shop", "client-a");
     c.serve("web-1", 8080);
     c.serve("web-2", 8080);
-    // the state to compare after the restart is the settled one: both backends in the VIP
+    // the state to compare after the restart is the settled one: every probe has said
+    // healthy (a probe that ran before its server listened took its backend out for a
+    // moment) and both backends are in the VIP
     let both = set(&[&format!("{w1}:8080"), &format!("{w2}:8080")]);
-    wait_for("both backends in the VIP", WARM, || {
-        (c.nb_backends("10.96.0.100:80")? == both).then_some(())
-    });
+    wait_for(
+        "every probe healthy and both backends in the VIP",
+        WARM,
+        || (probes_all_healthy(&c) && c.nb_backends("10.96.0.100:80")? == both).then_some(()),
+    );
     c.sb.wait_hv_sync().expect("hv sync");
     let client_name = c.pod("client-a").netns.name().to_string();
     let client = Netns::existing(&client_name);
