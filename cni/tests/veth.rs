@@ -125,7 +125,7 @@ fn two_pods_added_by_the_plugin_ping_and_talk_tcp_through_ovn_then_check_and_del
         "{host_offload}"
     );
 
-    harness::ping(&ns1, &ip2).expect("p1 pings p2 on the first try");
+    harness::ping_once(&ns1, &ip2).expect("p1 pings p2 on the first try");
     let _echo = ns2.tcp_echo_server(7777).expect("echo server");
     let back = ns1
         .tcp_send(&ip2, 7777, "hello-through-ovn", TIMEOUT)

@@ -302,7 +302,10 @@ pub fn network(lsp: &str, mac: &str, ip_cidr: &str, gw: &str) -> Json {
     })
 }
 
-/// One ICMP echo from `ns` to `dst` (python3 raw socket: `ping` is not installed everywhere).
+/// ICMP echo from `ns` to `dst` until the first reply, one request every 250 ms for 2 s (as
+/// `ping -w 2` does; python3 raw socket: `ping` is not installed everywhere). One request
+/// alone can be lost to a link that has just come up (a representor's carrier follows its
+/// VF's, and the kernel turns the queue on asynchronously): seen once in CI.
 pub fn ping(ns: &Netns, dst: &str) -> Result<String, String> {
     ns.exec_timeout(
         &["python3", "-c", PING_PY, dst, "2"],
@@ -311,9 +314,20 @@ pub fn ping(ns: &Netns, dst: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
+/// One ICMP echo request, one reply within 2 s: for a pod whose ADD promises a working
+/// network when it returns (veth mode: both ends are up before OVN says installed).
+pub fn ping_once(ns: &Netns, dst: &str) -> Result<String, String> {
+    ns.exec_timeout(
+        &["python3", "-c", PING_PY, dst, "2", "once"],
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())
+}
+
 const PING_PY: &str = r#"
-import os, socket, struct, sys, time
+import os, select, socket, struct, sys, time
 dst, timeout = sys.argv[1], float(sys.argv[2])
+once = len(sys.argv) > 3 and sys.argv[3] == "once"
 def csum(b):
     if len(b) % 2: b += b"\0"
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
@@ -321,20 +335,27 @@ def csum(b):
     return ~s & 0xffff
 ident = os.getpid() & 0xffff
 payload = b"ycloud-ping"
-hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-pkt = struct.pack("!BBHHH", 8, 0, csum(hdr + payload), ident, 1) + payload
+def echo(seq):
+    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", 8, 0, csum(hdr + payload), ident, seq) + payload
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.settimeout(timeout)
 t0 = time.time()
-s.sendto(pkt, (dst, 0))
+seq, next_send = 0, t0
 while True:
-    try:
-        data, addr = s.recvfrom(2048)
-    except socket.timeout:
-        sys.exit("no echo reply from %s within %.1fs" % (dst, timeout))
+    now = time.time()
+    if now - t0 >= timeout:
+        sys.exit("no echo reply from %s within %.1fs (%d requests)" % (dst, timeout, seq))
+    if now >= next_send:
+        seq += 1
+        s.sendto(echo(seq), (dst, 0))
+        next_send = t0 + timeout if once else now + 0.25
+    r, _, _ = select.select([s], [], [], max(0.0, min(next_send, t0 + timeout) - time.time()))
+    if not r:
+        continue
+    data, addr = s.recvfrom(2048)
     ihl = (data[0] & 0xf) * 4
-    t, c, _, i, seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+    t, c, _, i, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
     if addr[0] == dst and t == 0 and i == ident:
-        print("reply from %s in %.1f ms" % (dst, (time.time() - t0) * 1000))
+        print("reply from %s in %.1f ms after %d requests" % (dst, (time.time() - t0) * 1000, seq))
         break
 "#;
