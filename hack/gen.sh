@@ -11,6 +11,8 @@ cargo run --quiet --locked -p ycloud-crds --features crdgen --bin crdgen -- char
 cargo run --quiet --locked -p ycloud-ovsdb --bin ovsdb-modelgen -- \
   ovsdb/schemas/ovn-nb.ovsschema ovsdb/src/models/nb.rs
 cargo run --quiet --locked -p ycloud-ovsdb --bin ovsdb-modelgen -- \
+  ovsdb/schemas/ovn-sb.ovsschema ovsdb/src/models/sb.rs
+cargo run --quiet --locked -p ycloud-ovsdb --bin ovsdb-modelgen -- \
   ovsdb/schemas/vswitch.ovsschema ovsdb/src/models/vswitch.rs
 
 if [ $check = 1 ]; then

@@ -31,6 +31,8 @@ pub enum ConfigError {
     },
     #[error("--svcgw-chassis {0:?}: expected NAME or NAME:PRIORITY (priority 0..32767)")]
     Chassis(String),
+    #[error("--ovn-sb: an ssl: remote needs --nb-ca-cert (SB uses the NB TLS files)")]
+    NoSbCaCert,
     #[error("--nb: at least one remote (unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT) is needed")]
     NoRemote,
     #[error(
@@ -57,6 +59,12 @@ pub struct Args {
     /// OVN_Northbound remotes, comma-separated (every member of a RAFT cluster).
     #[arg(long, env = "YCLOUD_NB", value_delimiter = ',')]
     pub nb: Vec<String>,
+    /// OVN_Southbound remotes, comma-separated, read only: the controller watches which
+    /// chassis OVN elects for the service gateway's beacon port and pins the service
+    /// gateway there (failover). Unset: no SB connection, and the service gateway stays
+    /// pinned to the top `--svcgw-chassis`. `ssl:` remotes use the `--nb-*` TLS files.
+    #[arg(long = "ovn-sb", env = "YCLOUD_OVN_SB", value_delimiter = ',')]
+    pub ovn_sb: Vec<String>,
     /// PEM CA certificate for `ssl:` NB remotes.
     #[arg(long, env = "YCLOUD_NB_CA_CERT")]
     pub nb_ca_cert: Option<PathBuf>,
@@ -242,6 +250,16 @@ impl Args {
             }
             None => None,
         };
+        let sb_remotes: Vec<String> = self
+            .ovn_sb
+            .iter()
+            .filter(|r| !r.is_empty())
+            .cloned()
+            .collect();
+        if tls.is_none() && sb_remotes.iter().any(|r| r.starts_with("ssl:")) {
+            return Err(ConfigError::NoSbCaCert);
+        }
+        let svcgw_failover = !sb_remotes.is_empty();
         let mut chassis = BTreeMap::new();
         for c in &self.svcgw_chassis {
             let (name, prio) = match c.split_once(':') {
@@ -271,6 +289,7 @@ impl Args {
             source_dir,
             nb_remotes,
             nb_tls: tls,
+            sb_remotes,
             resolve: resolve::Config {
                 mode: if self.offload {
                     DatapathMode::Offload
@@ -280,6 +299,8 @@ impl Args {
                 eip_transit_pool: self.eip_transit_pool,
                 svcgw_pool: self.svcgw_pool,
                 svcgw_chassis: chassis,
+                svcgw_failover,
+                svcgw_elected: None,
                 underlay_mtu: self.underlay_mtu,
             },
             poll: Duration::from_millis(self.poll_ms.max(10)),

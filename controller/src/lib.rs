@@ -18,6 +18,7 @@ pub mod offload;
 pub mod probes;
 pub mod reconcile;
 pub mod resolve;
+pub mod sbwatch;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -42,6 +42,9 @@ pub struct Options {
     pub nb_remotes: Vec<String>,
     /// For `ssl:` remotes.
     pub nb_tls: Option<ycloud_ovsdb::transport::TlsConfig>,
+    /// OVN_Southbound remotes watched (read only) for the service gateway's election;
+    /// empty: no SB watch, the service gateway stays pinned (`crate::sbwatch`).
+    pub sb_remotes: Vec<String>,
     pub resolve: resolve::Config,
     /// How often the source directory is checked for changes.
     pub poll: Duration,
@@ -326,6 +329,26 @@ pub fn plan_services(
     out
 }
 
+/// The next chassis the SB watch says holds the service gateway's beacon. An unclaimed
+/// beacon (`None`: between the release and the claim of a move, or every candidate dead)
+/// is skipped: the gateway stays where it was rather than going back to the top chassis,
+/// which may be the dead one. Never resolves without a watch, or once the watch ended.
+async fn next_election(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
+) -> Option<String> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(c) = rx.borrow_and_update().clone() {
+            return Some(c);
+        }
+    }
+}
+
 /// The controller: NB client and cache, the source, the resolver, the status sink.
 pub struct Controller {
     opts: Options,
@@ -358,6 +381,8 @@ pub struct Controller {
     reconnected: Arc<AtomicBool>,
     /// `controller.yaml` still names failures of an earlier pass.
     summary_stale: bool,
+    /// The SB watch's election of the service gateway's chassis (`--ovn-sb`).
+    svcgw_election: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -418,7 +443,19 @@ impl Controller {
         client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
         metrics.nb_connected.store(true, Ordering::Relaxed);
         let opts_status_dir = opts.status_dir.clone();
+        // Read-only, in a task of its own: SB being down never holds up NB programming.
+        let svcgw_election = (!opts.sb_remotes.is_empty()).then(|| {
+            crate::sbwatch::spawn(
+                opts.sb_remotes.clone(),
+                opts.nb_tls.clone(),
+                crate::compiler::gateways::svcgw_beacon_cr_port(),
+            )
+        });
+        if svcgw_election.is_none() && opts.resolve.svcgw_chassis.len() > 1 {
+            tracing::info!(chassis = ?opts.resolve.svcgw_chassis, "no --ovn-sb: the service gateway is pinned to the highest-priority chassis; the others are not standbys");
+        }
         Ok(Controller {
+            svcgw_election,
             source,
             sink,
             gate,
@@ -566,6 +603,7 @@ impl Controller {
         // A probe verdict must reach the VIP map fast, not at the next source poll (probe-ctl).
         // Cluster mode gets verdicts from NetworkProbe watches: no files to poll.
         let probe_verdicts = self.watch_probe_verdicts();
+        let mut election = self.svcgw_election.take();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -582,6 +620,16 @@ impl Controller {
                     // the rest of the burst (a first list needs no wait: no pass runs
                     // before every reflector has listed).
                     tokio::time::sleep(SOURCE_BURST).await;
+                }
+                Some(chassis) = next_election(&mut election) => {
+                    // OVN moved the service gateway's beacon: pin the gateway router there
+                    // (one NB update of `options:chassis`, by a full pass).
+                    if self.resolver.config.svcgw_elected.as_ref() != Some(&chassis) {
+                        tracing::info!(from = ?self.resolver.config.svcgw_elected, to = %chassis, "service gateway: re-pinning to the chassis OVN elected");
+                        self.resolver.config.svcgw_elected = Some(chassis);
+                        self.full = true;
+                        dirty = true;
+                    }
                 }
                 Some(first) = changes.recv() => {
                     // NB changed: a service's load balancer (our own write echoed back, or
@@ -1500,6 +1548,7 @@ mod tests {
             status_dir: status.clone(),
             nb_remotes: vec![nb.unix_remote()],
             nb_tls: None,
+            sb_remotes: Vec::new(),
             resolve: resolve::Config::default(),
             poll: Duration::from_millis(10),
             resync: Duration::from_secs(3600),

@@ -62,6 +62,11 @@ pub struct Config {
     /// Chassis → priority for the service gateway; empty: cross-VPC services can't be
     /// programmed (their status says so).
     pub svcgw_chassis: BTreeMap<String, u16>,
+    /// The service gateway fails over (`--ovn-sb`): it gets a beacon port whose chassis OVN
+    /// elects, and is pinned to [`Config::svcgw_elected`]. Off: pinned to the top chassis.
+    pub svcgw_failover: bool,
+    /// The chassis SB says holds the beacon (kept up to date by the controller's SB watch).
+    pub svcgw_elected: Option<String>,
     /// The underlay MTU; pods get it minus [`GENEVE_OVERHEAD`] unless their Subnet says.
     pub underlay_mtu: u32,
 }
@@ -73,6 +78,8 @@ impl Default for Config {
             eip_transit_pool: "100.67.0.0/16".parse().expect("literal"),
             svcgw_pool: "100.66.0.0/16".parse().expect("literal"),
             svcgw_chassis: BTreeMap::new(),
+            svcgw_failover: false,
+            svcgw_elected: None,
             underlay_mtu: 1500,
         }
     }
@@ -2139,13 +2146,21 @@ impl Resolver {
                 client_vips: vips.clone(),
             })
             .collect();
-        let rows = gateways::service_gateway_rows(&self.config.svcgw_chassis, &attachments)
-            .map_err(|e| {
-                Problem::new(
-                    ycloud_crds::condition::reasons::OVERLAPPING_CIDRS,
-                    e.to_string(),
-                )
-            })?;
+        let rows = if self.config.svcgw_failover {
+            gateways::service_gateway_rows_ha(
+                &self.config.svcgw_chassis,
+                self.config.svcgw_elected.as_deref(),
+                &attachments,
+            )
+        } else {
+            gateways::service_gateway_rows(&self.config.svcgw_chassis, &attachments)
+        }
+        .map_err(|e| {
+            Problem::new(
+                ycloud_crds::condition::reasons::OVERLAPPING_CIDRS,
+                e.to_string(),
+            )
+        })?;
         for a in &attachments {
             if let Some(d) = desired_vpcs.get_mut(&a.vpc) {
                 gateways::add_svcgw_uplink(d, a)

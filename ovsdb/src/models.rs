@@ -2,4 +2,5 @@
 //! `ovsdb-modelgen` (command in each file's header).
 
 pub mod nb;
+pub mod sb;
 pub mod vswitch;

@@ -6,6 +6,7 @@ use std::process::Command;
 
 const MODELS: &[(&str, &str)] = &[
     ("ovn-nb.ovsschema", "nb.rs"),
+    ("ovn-sb.ovsschema", "sb.rs"),
     ("vswitch.ovsschema", "vswitch.rs"),
 ];
 

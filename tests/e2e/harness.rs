@@ -287,6 +287,12 @@ impl Cluster {
     /// several nodes a `Node` object per node is written (`04-node.yaml`, replacing the
     /// demo's one-node file), as a cluster has one for every node.
     pub fn start_on(options: &ClusterOptions, layout: &Layout) -> Cluster {
+        Cluster::start_with_args(options, layout, &[])
+    }
+
+    /// [`Cluster::start_on`] with more controller flags; `@SB@` in one is replaced by the
+    /// sandbox's SB unix remote (e.g. `--ovn-sb=@SB@`).
+    pub fn start_with_args(options: &ClusterOptions, layout: &Layout, extra: &[&str]) -> Cluster {
         // built (once per process) before anything starts: a failed build leaves nothing
         // running
         bins();
@@ -346,6 +352,9 @@ impl Cluster {
         }
         if options.offload {
             args.push("--offload".into());
+        }
+        for a in extra {
+            args.push(a.replace("@SB@", cluster.sb.sb_unix()));
         }
         cluster.controller_args = args;
         cluster.start_controller();

@@ -202,3 +202,211 @@ fn every_scenario_crosses_nodes_with_one_controller_and_a_cni_daemon_per_node() 
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// One short request per `interval` for `secs` seconds; prints `<unix time> <0|1>` per try.
+const PROBE_PY: &str = r#"
+import socket, sys, time
+host, port, dur, iv = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+end = time.time() + dur
+while time.time() < end:
+    t0 = time.time(); ok = 0
+    try:
+        s = socket.create_connection((host, port), timeout=0.2)
+        s.settimeout(0.2); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); ok = 1 if s.recv(100) else 0; s.close()
+    except Exception:
+        pass
+    print("%.3f %d" % (t0, ok), flush=True)
+    d = iv - (time.time() - t0)
+    if d > 0:
+        time.sleep(d)
+"#;
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Probes after `at`: (failed, outage in s = from `at` to the first success after the last
+/// failure; infinite if the last probe failed, 0 if none failed, failure runs).
+fn outage(text: &str, at: f64) -> (usize, f64, usize) {
+    let rows: Vec<(f64, bool)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()? == "1"))
+        })
+        .filter(|(t, _)| *t >= at)
+        .collect();
+    let failed = rows.iter().filter(|(_, ok)| !ok).count();
+    let out = match rows.iter().rposition(|(_, ok)| !ok) {
+        None => 0.0,
+        Some(i) => rows
+            .get(i + 1)
+            .map(|(t, _)| t - at)
+            .unwrap_or(f64::INFINITY),
+    };
+    let runs = rows.windows(2).filter(|w| w[0].1 && !w[1].1).count()
+        + usize::from(rows.first().is_some_and(|(_, ok)| !ok));
+    (failed, out, runs)
+}
+
+/// The chassis `yc-svcgw` is pinned to in NB.
+fn svcgw_pinned(c: &Cluster) -> String {
+    c.sb.nbctl(&["get", "Logical_Router", "yc-svcgw", "options:chassis"])
+        .unwrap_or_default()
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The chassis holding the service gateway's beacon in SB (`none` when unclaimed).
+fn beacon_holder(c: &Cluster) -> String {
+    let uuid =
+        c.sb.sbctl(&[
+            "--bare",
+            "--columns=chassis",
+            "find",
+            "Port_Binding",
+            "logical_port=cr-yc-svcgw-beacon-gw",
+        ])
+        .unwrap_or_default();
+    if uuid.trim().is_empty() {
+        return "none".into();
+    }
+    c.sb.sbctl(&["--bare", "--columns=name", "list", "Chassis", uuid.trim()])
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The service gateway fails over (issue 12): the controller runs with `--ovn-sb` and the
+/// service gateway on nodes 1 (priority 20) and 2 (10), 100 ms x 3 BFD. client-b
+/// (tenant-b) on node 3 sends a cross-VPC request every 10 ms to the backends web-2 (node 2)
+/// and web-3 (node 3) of tenant-a; node 1's `ovs-vswitchd` is killed (-9). OVN moves the
+/// beacon to node 2, the controller re-pins `yc-svcgw` there, and the requests succeed
+/// again through node 2. Figures: `FIGURE svcgw-failover:` lines.
+#[test]
+fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
+    harness::bins();
+    let mut c = Cluster::start_with_args(
+        &ClusterOptions {
+            demo_manifests: vec![
+                "00-namespaces.yaml",
+                "01-vpcs.yaml",
+                "02-subnets.yaml",
+                "03-eip-gateway.yaml",
+                "10-services.yaml",
+            ],
+            offload: true,
+        },
+        &Layout {
+            nodes: 3,
+            svcgw: vec![(1, 20), (2, 10)],
+        },
+        &[
+            "--ovn-sb=@SB@",
+            "--bfd-min-rx-ms=100",
+            "--bfd-min-tx-ms=100",
+            "--bfd-mult=3",
+        ],
+    );
+    let placement = [
+        ("shop", "web-2", "22-pod-web-2.yaml", 2),
+        ("shop", "web-3", "23-pod-web-3.yaml", 3),
+        ("partner", "client-b", "31-pod-client-b.yaml", 3),
+    ];
+    for (_, _, file, node) in placement {
+        c.copy_demo_pod_on(file, node);
+    }
+    for (ns, pod, _, node) in placement {
+        c.add_pod_on(node, ns, pod);
+    }
+    for p in ["web-2", "web-3"] {
+        c.serve(p, 8080);
+    }
+    wait_for("web-2 and web-3 in the VIP", WARM, || {
+        let want: BTreeSet<String> = ["web-2", "web-3"]
+            .iter()
+            .map(|p| format!("{}:8080", c.pod(p).ip))
+            .collect();
+        (c.nb_backends("10.96.0.100:80")? == want).then_some(())
+    });
+    let (n1, n2) = (c.chassis(1), c.chassis(2));
+    wait_for("the beacon on node 1", WARM, || {
+        (beacon_holder(&c) == n1).then_some(())
+    });
+    assert_eq!(svcgw_pinned(&c), n1, "before: pinned to the top chassis");
+    c.sb.wait_hv_sync().expect("hv sync");
+    let client_b = c.pod("client-b").netns.clone();
+    warm(&client_b, VIP, WARM).unwrap_or_else(|e| panic!("cross-VPC before: {e}"));
+
+    let secs = 8.0;
+    let (text, at) = std::thread::scope(|s| {
+        let probe = s.spawn(|| {
+            client_b.exec_timeout(
+                &[
+                    "python3",
+                    "-c",
+                    PROBE_PY,
+                    "10.96.0.100",
+                    "80",
+                    &format!("{secs}"),
+                    "0.01",
+                ],
+                Duration::from_secs_f64(secs + 30.0),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let at = now();
+        c.sb.kill_node_daemon(1, "ovs-vswitchd")
+            .expect("kill node 1's ovs-vswitchd");
+        (probe.join().unwrap().expect("probe"), at)
+    });
+    let moved = beacon_holder(&c);
+    let pinned = svcgw_pinned(&c);
+    let (failed, out, runs) = outage(&text, at);
+    let crashed: Vec<u8> = (2..=3)
+        .filter(|k| c.sb.node_daemon_pid(*k, "ovs-vswitchd").is_none())
+        .collect();
+    eprintln!(
+        "FIGURE svcgw-failover: {failed} failed requests of {} after the kill, outage {out:.2} s, \
+         {runs} failure run(s); beacon on {moved}, yc-svcgw pinned to {pinned}; \
+         vswitchd crashed on nodes {crashed:?}",
+        text.lines()
+            .filter(|l| l
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(|t| t >= at))
+            .count()
+    );
+    assert_eq!(moved, n2, "OVN moved the beacon to node 2");
+    assert_eq!(
+        pinned, n2,
+        "the controller re-pinned the service gateway to node 2"
+    );
+    if crashed.is_empty() {
+        assert!(
+            out.is_finite(),
+            "cross-VPC requests did not come back through node 2:\n{}",
+            c.diagnostics()
+        );
+    } else {
+        // OVS 3.1.0's userspace conntrack assertion (docs/performance.md) took a datapath
+        // with it: the figure above says so; the gateway must still serve once it is back.
+        for k in &crashed {
+            c.sb.node_start(*k).expect("restart a crashed vswitchd");
+        }
+        c.sb.wait_hv_sync().expect("hv sync");
+    }
+    warm(&client_b, VIP, WARM)
+        .unwrap_or_else(|e| panic!("cross-VPC via node 2: {e}\n{}", c.diagnostics()));
+    let s = harness::series(&client_b, VIP, 10);
+    assert!(
+        s.failures.is_empty(),
+        "cross-VPC via node 2: {:?}",
+        s.failures
+    );
+}

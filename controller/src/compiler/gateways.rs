@@ -25,15 +25,18 @@
 //!   see its address on their VPC's transit switch and reply through it. It routes every
 //!   backend and client subnet to its VPC, so those CIDRs must not overlap (the validator
 //!   rejects a service that would need it).
-//!   It stays pinned to the highest-priority chassis (no failover): on OVN 23.03 its HA
-//!   form does not hold in general. As a distributed router it cannot SNAT load-balanced
+//!   It is pinned to one chassis with `options:chassis`: OVN's HA forms do not hold for it
+//!   on OVN 23.03. As a distributed router it cannot SNAT load-balanced
 //!   traffic (`lb_force_snat_ip=router_ip` is rejected, an explicit address gets no SNAT
 //!   flow, a `snat` row commits in the SNAT zone but un-SNATs in the common zone, so
 //!   replies are dropped); with SNAT moved to each client VPC's uplink it works and fails
 //!   over in 0.4 s, but every VPC uplink must then be a distributed gateway port, and a VPC
 //!   with EIPs already has one carrying its EIP load balancer: OVN 23.03 does not support
-//!   load balancers on a router with two (all seen with real packets; `docs/compiler.md`,
-//!   "The service gateway: still pinned on OVN 23.03").
+//!   load balancers on a router with two (all seen with real packets; `docs/compiler.md`).
+//!   It fails over all the same when the controller watches SB: a beacon port with the
+//!   gateway's chassis priorities lets OVN elect the chassis, and the controller re-pins
+//!   the router there ([`service_gateway_rows_ha`]). Without SB it stays on the
+//!   highest-priority chassis.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -355,13 +358,130 @@ pub fn svcgw_transit_addrs(transit: IpNet) -> Option<(IpAddr, IpAddr)> {
 }
 
 /// The service gateway's rows: its router (with `lb_force_snat_ip=router_ip`) and a
-/// transit switch per attached VPC.
+/// transit switch per attached VPC, pinned to the highest-priority chassis (no failover:
+/// the controller does not watch SB; see [`service_gateway_rows_ha`] for when it does).
 pub fn service_gateway_rows(
     chassis: &BTreeMap<String, u16>,
     attachments: &[ServiceGatewayAttachment],
 ) -> Result<DesiredGateway, GatewayError> {
+    let pinned = highest(chassis).ok_or_else(|| GatewayError::Service {
+        what: "no gateway chassis".into(),
+    })?;
+    svcgw_rows_pinned(pinned, attachments)
+}
+
+/// The service gateway's beacon: a router whose one port is a distributed gateway port
+/// with the service gateway's chassis priorities. It carries no traffic; its only job is
+/// to make OVN elect, by BFD, the chassis the service gateway should run on:
+/// `Port_Binding(cr-<port>).chassis` in SB, which the controller watches (`--ovn-sb`) and
+/// pins `yc-svcgw` to. `yc-svcgw` itself must stay a gateway router: its SNAT recipe
+/// (`lb_force_snat_ip=router_ip`) works only there on OVN 23.03.
+pub const SVCGW_BEACON_ROUTER: &str = "yc-svcgw-beacon";
+/// The beacon router's distributed gateway port; SB names its elected copy `cr-` + this.
+pub const SVCGW_BEACON_PORT: &str = "yc-svcgw-beacon-gw";
+/// The switch joining the beacon to `yc-svcgw`.
+pub const SVCGW_BEACON_SWITCH: &str = "yc-svcgw-beacon-ls";
+/// `yc-svcgw`'s port on the beacon switch.
+pub const SVCGW_BEACON_LINK: &str = "yc-svcgw-beacon-link";
+/// The beacon link's addresses (beacon side, service-gateway side): link-local, routed
+/// nowhere, so they can't clash with a VPC's or a pool's addresses.
+const SVCGW_BEACON_ADDRS: (&str, &str) = ("169.254.254.1/30", "169.254.254.2/30");
+
+/// SB's name of the beacon's elected port.
+pub fn svcgw_beacon_cr_port() -> String {
+    format!("cr-{SVCGW_BEACON_PORT}")
+}
+
+/// The chassis `yc-svcgw` is pinned to: the one OVN elected for the beacon when SB says
+/// one holds it and it is still among the configured chassis, else the highest-priority
+/// one (before the first election, with every candidate dead, or after the list changed).
+pub fn svcgw_pin<'a>(chassis: &'a BTreeMap<String, u16>, elected: Option<&str>) -> Option<&'a str> {
+    if let Some(e) = elected
+        && let Some((name, _)) = chassis.get_key_value(e)
+    {
+        return Some(name.as_str());
+    }
+    highest(chassis)
+}
+
+/// [`service_gateway_rows`] in its failover form: pinned to `elected` (see [`svcgw_pin`]),
+/// plus the beacon. The beacon is linked to `yc-svcgw` by a switch of its own, and that
+/// link is what makes the election work with two chassis: OVN sets up BFD sessions from
+/// the gateway chassis to the chassis of the datapaths connected to the router
+/// (`HA_Chassis_Group.ref_chassis`), and a standby whose only BFD peer was the dead active
+/// chassis sees no live tunnel at all and does not take over (it takes itself for the
+/// isolated one; seen by hand on 3 chassis: the port stayed unclaimed). Linked to
+/// `yc-svcgw`, the beacon's group reaches every attached VPC, so the chassis running their
+/// pods are peers too.
+pub fn service_gateway_rows_ha(
+    chassis: &BTreeMap<String, u16>,
+    elected: Option<&str>,
+    attachments: &[ServiceGatewayAttachment],
+) -> Result<DesiredGateway, GatewayError> {
+    let pinned = svcgw_pin(chassis, elected).ok_or_else(|| GatewayError::Service {
+        what: "no gateway chassis".into(),
+    })?;
+    let mut d = svcgw_rows_pinned(pinned, attachments)?;
+    let ids = |role: &str| names::owner_ids(OwnerKind::ServiceGateway, "cluster", role);
+    let (beacon_net, link_net) = SVCGW_BEACON_ADDRS;
+    let addr = |n: &str| n.parse::<IpNet>().expect("literal").addr();
+    if let Some(r) = d.routers.get_mut(SERVICE_GATEWAY_ROUTER) {
+        r.ports.insert(
+            SVCGW_BEACON_LINK.to_owned(),
+            DesiredRouterPort {
+                name: SVCGW_BEACON_LINK.to_owned(),
+                mac: mac_for(addr(link_net)),
+                networks: BTreeSet::from([link_net.to_owned()]),
+                gateway_chassis: BTreeMap::new(),
+                external_ids: ids("beacon"),
+            },
+        );
+    }
+    d.routers.insert(
+        SVCGW_BEACON_ROUTER.to_owned(),
+        DesiredRouter {
+            name: SVCGW_BEACON_ROUTER.to_owned(),
+            options: BTreeMap::new(),
+            external_ids: ids("beacon"),
+            ports: BTreeMap::from([(
+                SVCGW_BEACON_PORT.to_owned(),
+                DesiredRouterPort {
+                    name: SVCGW_BEACON_PORT.to_owned(),
+                    mac: mac_for(addr(beacon_net)),
+                    networks: BTreeSet::from([beacon_net.to_owned()]),
+                    gateway_chassis: chassis.clone(),
+                    external_ids: ids("beacon"),
+                },
+            )]),
+            routes: BTreeSet::new(),
+            snat: BTreeSet::new(),
+        },
+    );
+    let mut ports = BTreeMap::from([router_link(
+        SVCGW_BEACON_SWITCH,
+        SVCGW_BEACON_PORT,
+        &ids("beacon"),
+    )]);
+    let (n, p) = router_link(SVCGW_BEACON_SWITCH, SVCGW_BEACON_LINK, &ids("beacon"));
+    ports.insert(n, p);
+    d.switches.insert(
+        SVCGW_BEACON_SWITCH.to_owned(),
+        DesiredSwitch {
+            name: SVCGW_BEACON_SWITCH.to_owned(),
+            other_config: BTreeMap::new(),
+            external_ids: ids("beacon"),
+            ports,
+            lb_groups: BTreeSet::new(),
+        },
+    );
+    Ok(d)
+}
+
+fn svcgw_rows_pinned(
+    pinned: &str,
+    attachments: &[ServiceGatewayAttachment],
+) -> Result<DesiredGateway, GatewayError> {
     let err = |what: String| GatewayError::Service { what };
-    let pinned = highest(chassis).ok_or_else(|| err("no gateway chassis".into()))?;
     let ids = |role: &str| names::owner_ids(OwnerKind::ServiceGateway, "cluster", role);
     let mut router = DesiredRouter {
         name: SERVICE_GATEWAY_ROUTER.to_owned(),
@@ -711,5 +831,82 @@ mod tests {
         assert_eq!(timers(Some(100), Some(100), Some(3)).detection_ms(), 300);
         assert_eq!(timers(Some(100), None, None).detection_ms(), 3000);
         assert_eq!(timers(Some(300), Some(100), Some(5)).detection_ms(), 1500);
+    }
+
+    fn svcgw_chassis() -> BTreeMap<String, u16> {
+        BTreeMap::from([
+            ("node-1".to_owned(), 20),
+            ("node-2".to_owned(), 10),
+            ("node-3".to_owned(), 5),
+        ])
+    }
+
+    #[test]
+    fn the_service_gateway_follows_the_chassis_ovn_elected_and_else_the_highest_priority() {
+        let c = svcgw_chassis();
+        for (elected, want) in [
+            (None, Some("node-1")),
+            (Some("node-2"), Some("node-2")),
+            (Some("node-3"), Some("node-3")),
+            (Some("node-1"), Some("node-1")),
+            // No longer configured (the list changed under the election): not followed.
+            (Some("node-9"), Some("node-1")),
+        ] {
+            assert_eq!(svcgw_pin(&c, elected), want, "elected {elected:?}");
+        }
+        assert_eq!(svcgw_pin(&BTreeMap::new(), Some("node-2")), None);
+        // Equal priorities: the name decides, the same way every time.
+        let tie = BTreeMap::from([("b".to_owned(), 7), ("a".to_owned(), 7)]);
+        assert_eq!(svcgw_pin(&tie, None), Some("a"));
+    }
+
+    #[test]
+    fn the_failover_form_pins_the_gateway_router_to_the_elected_chassis_and_adds_a_linked_beacon() {
+        let a = ServiceGatewayAttachment {
+            vpc: "tenant-a".into(),
+            transit: "100.66.0.0/29".parse().unwrap(),
+            subnets: vec!["10.0.1.0/24".parse().unwrap()],
+            client_vips: BTreeSet::new(),
+        };
+        let c = svcgw_chassis();
+        let d = service_gateway_rows_ha(&c, Some("node-2"), std::slice::from_ref(&a)).unwrap();
+        let gw = &d.routers[SERVICE_GATEWAY_ROUTER];
+        assert_eq!(gw.options["chassis"], "node-2");
+        assert_eq!(gw.options["lb_force_snat_ip"], "router_ip");
+        assert!(gw.ports[SVCGW_BEACON_LINK].gateway_chassis.is_empty());
+        let beacon = &d.routers[SVCGW_BEACON_ROUTER];
+        assert!(
+            beacon.options.is_empty(),
+            "the beacon is not a gateway router"
+        );
+        assert_eq!(beacon.ports[SVCGW_BEACON_PORT].gateway_chassis, c);
+        let sw = &d.switches[SVCGW_BEACON_SWITCH];
+        let peers: BTreeSet<&str> = sw
+            .ports
+            .values()
+            .map(|p| p.options["router-port"].as_str())
+            .collect();
+        assert_eq!(
+            peers,
+            BTreeSet::from([SVCGW_BEACON_PORT, SVCGW_BEACON_LINK])
+        );
+        assert_eq!(svcgw_beacon_cr_port(), "cr-yc-svcgw-beacon-gw");
+
+        // Without the failover form: exactly the rows of before, pinned to the top chassis.
+        let pinned = service_gateway_rows(&c, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(
+            pinned.routers[SERVICE_GATEWAY_ROUTER].options["chassis"],
+            "node-1"
+        );
+        assert!(!pinned.routers.contains_key(SVCGW_BEACON_ROUTER));
+        assert!(!pinned.switches.contains_key(SVCGW_BEACON_SWITCH));
+        // The two forms differ only by the pin and the beacon.
+        let mut ha = d.clone();
+        ha.routers.remove(SVCGW_BEACON_ROUTER);
+        ha.switches.remove(SVCGW_BEACON_SWITCH);
+        let r = ha.routers.get_mut(SERVICE_GATEWAY_ROUTER).unwrap();
+        r.ports.remove(SVCGW_BEACON_LINK);
+        r.options.insert("chassis".into(), "node-1".into());
+        assert_eq!(ha, pinned);
     }
 }

@@ -1,0 +1,286 @@
+//! The service gateway follows OVN's election, against real OVN_Northbound and
+//! OVN_Southbound ovsdb-servers and the controller binary with `--ovn-sb`: the beacon's
+//! rows reach NB with the `--svcgw-chassis` priorities, and when SB says another chassis
+//! holds the beacon's `cr-` port the controller re-pins `yc-svcgw` there. No northd runs:
+//! the test writes the SB rows OVN would (a `Chassis` per node, the `chassisredirect`
+//! `Port_Binding` and its `chassis`), which is the election as ovn-controller records it.
+//! Without `--ovn-sb` the gateway stays pinned and no beacon is made.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
+
+fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
+    let out = Command::new("ovn-nbctl")
+        .arg(format!("--db={}", nb.unix_remote()))
+        .args(["--no-leader-only", "--timeout=10"])
+        .args(args)
+        .output()
+        .expect("run ovn-nbctl");
+    assert!(
+        out.status.success(),
+        "ovn-nbctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One SB transaction with `ovsdb-client` (the ops as JSON); the reply's first result.
+fn sb_transact(sb: &OvsdbServer, ops: serde_json::Value) -> serde_json::Value {
+    let mut txn = vec![json!("OVN_Southbound")];
+    txn.extend(ops.as_array().expect("ops").iter().cloned());
+    let out = sb
+        .ovsdb_client(&["transact", &serde_json::Value::Array(txn).to_string()])
+        .expect("ovsdb-client transact");
+    let reply: serde_json::Value = serde_json::from_str(&out).expect("reply JSON");
+    for r in reply.as_array().expect("results") {
+        assert!(r.get("error").is_none(), "SB transaction failed: {out}");
+    }
+    reply[0].clone()
+}
+
+/// Adds a `Chassis` row with its tunnel endpoint `ip` (as ovn-controller registers
+/// itself); its uuid.
+fn add_chassis(sb: &OvsdbServer, name: &str, ip: &str) -> String {
+    let r = sb_transact(
+        sb,
+        json!([
+            {"op": "insert", "table": "Chassis",
+             "row": {"name": name, "hostname": name,
+                     "encaps": ["named-uuid", "encap"]}},
+            {"op": "insert", "table": "Encap", "uuid-name": "encap",
+             "row": {"type": "geneve", "ip": ip, "chassis_name": name}},
+        ]),
+    );
+    r["uuid"][1].as_str().expect("uuid").to_owned()
+}
+
+/// The beacon's `cr-` port binding as northd makes it (with a datapath of its own);
+/// its uuid.
+fn add_beacon_binding(sb: &OvsdbServer) -> String {
+    let r = sb_transact(
+        sb,
+        json!([
+            {"op": "insert", "table": "Port_Binding", "uuid-name": "pb",
+             "row": {"logical_port": "cr-yc-svcgw-beacon-gw", "type": "chassisredirect",
+                     "tunnel_key": 2, "datapath": ["named-uuid", "dp"]}},
+            {"op": "insert", "table": "Datapath_Binding", "uuid-name": "dp",
+             "row": {"tunnel_key": 7}},
+        ]),
+    );
+    r["uuid"][1].as_str().expect("uuid").to_owned()
+}
+
+/// What ovn-controller writes when its chassis claims (`Some`) or releases the port.
+fn claim(sb: &OvsdbServer, pb: &str, chassis: Option<&str>) {
+    let value = match chassis {
+        Some(c) => json!(["uuid", c]),
+        None => json!(["set", []]),
+    };
+    sb_transact(
+        sb,
+        json!([{"op": "update", "table": "Port_Binding",
+                "where": [["_uuid", "==", ["uuid", pb]]], "row": {"chassis": value}}]),
+    );
+}
+
+struct Controller(Child);
+
+impl Controller {
+    fn start(manifests: &Path, nb: &OvsdbServer, extra: &[&str]) -> Controller {
+        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
+            .arg(format!("--source=dir:{}", manifests.display()))
+            .arg(format!("--nb={}", nb.unix_remote()))
+            .arg("--poll-ms=100")
+            .arg("--svcgw-chassis=node-1:20,node-2:10,node-3:5")
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ycloud-controller");
+        Controller(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The examples a cross-VPC service needs (namespaces, VPCs, subnets, the EIP gateway it
+/// also uses, the service).
+fn cross_vpc_manifests(to: &Path) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for f in [
+        "00-namespaces.yaml",
+        "01-vpcs.yaml",
+        "02-subnets.yaml",
+        "03-eip-gateway.yaml",
+        "13-cross-vpc.yaml",
+    ] {
+        std::fs::copy(examples.join(f), to.join(f)).expect("copy example");
+    }
+}
+
+/// `yc-svcgw`'s `options:chassis`, or `None` while the router is not there.
+fn pinned(nb: &OvsdbServer) -> Option<String> {
+    let out = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=options",
+            "find",
+            "Logical_Router",
+            "name=yc-svcgw",
+        ],
+    );
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("chassis="))
+        .map(|c| c.trim_matches('"').to_owned())
+}
+
+/// The beacon port's `Gateway_Chassis` as `chassis:priority`, sorted; empty while the
+/// port is not there.
+fn beacon_chassis(nb: &OvsdbServer) -> Vec<String> {
+    let ports = nbctl(
+        nb,
+        &["--bare", "--columns=name", "list", "Logical_Router_Port"],
+    );
+    if !ports.split_whitespace().any(|p| p == "yc-svcgw-beacon-gw") {
+        return Vec::new();
+    }
+    let rows = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=name,chassis_name,priority",
+            "list",
+            "Gateway_Chassis",
+        ],
+    );
+    let words: Vec<&str> = rows.split_whitespace().collect();
+    let mut v: Vec<String> = words
+        .chunks(3)
+        .filter(|c| c[0].starts_with("yc-svcgw-beacon-gw-"))
+        .map(|c| format!("{}:{}", c[1], c[2]))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    let n1 = add_chassis(&sb, "node-1", "192.0.2.1");
+    let n2 = add_chassis(&sb, "node-2", "192.0.2.2");
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    let _ctl = Controller::start(
+        dir.path(),
+        &nb,
+        &[&format!("--ovn-sb={}", sb.unix_remote())],
+    );
+
+    // Before any election: the top chassis, and the beacon with every priority.
+    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+        pinned(&nb).is_some()
+    });
+    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+    wait_for(
+        "the beacon's gateway chassis",
+        Duration::from_secs(10),
+        || !beacon_chassis(&nb).is_empty(),
+    );
+    assert_eq!(
+        beacon_chassis(&nb),
+        ["node-1:20", "node-2:10", "node-3:5"],
+        "the beacon carries the --svcgw-chassis priorities"
+    );
+    let routers = nbctl(&nb, &["--bare", "--columns=name", "list", "Logical_Router"]);
+    assert!(routers.contains("yc-svcgw-beacon"), "{routers}");
+
+    // OVN elects node-1 (nothing moves), then fails over to node-2.
+    let pb = add_beacon_binding(&sb);
+    claim(&sb, &pb, Some(&n1));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+    let moved = Instant::now();
+    claim(&sb, &pb, None);
+    claim(&sb, &pb, Some(&n2));
+    wait_for(
+        "yc-svcgw re-pinned to node-2",
+        Duration::from_secs(10),
+        || pinned(&nb).as_deref() == Some("node-2"),
+    );
+    eprintln!(
+        "FIGURE svcgw re-pin: SB claim -> NB options:chassis in {} ms",
+        moved.elapsed().as_millis()
+    );
+    // Released (node-2 dying too, or a move in progress): the gateway stays where it is,
+    // not back on the top chassis that may be the dead one.
+    claim(&sb, &pb, None);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(pinned(&nb).as_deref(), Some("node-2"));
+    // A chassis that is not a service-gateway chassis is not followed.
+    let stranger = add_chassis(&sb, "node-9", "192.0.2.9");
+    claim(&sb, &pb, Some(&stranger));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+    // Failback is OVN's (the beacon's priorities): node-1 claims again, the gateway follows.
+    claim(&sb, &pb, None);
+    claim(&sb, &pb, Some(&n2));
+    wait_for("yc-svcgw on node-2 again", Duration::from_secs(10), || {
+        pinned(&nb).as_deref() == Some("node-2")
+    });
+}
+
+#[test]
+fn without_ovn_sb_the_service_gateway_stays_pinned_to_the_top_chassis_and_has_no_beacon() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    let _ctl = Controller::start(dir.path(), &nb, &[]);
+    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+        pinned(&nb).is_some()
+    });
+    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+    std::thread::sleep(Duration::from_millis(500));
+    let routers = nbctl(&nb, &["--bare", "--columns=name", "list", "Logical_Router"]);
+    assert!(!routers.contains("yc-svcgw-beacon"), "{routers}");
+    assert!(beacon_chassis(&nb).is_empty());
+}
+
+#[test]
+fn an_unreachable_sb_holds_nothing_up_and_the_gateway_is_pinned_to_the_top_chassis() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    let missing = dir.path().join("no-sb.sock");
+    let _ctl = Controller::start(
+        dir.path(),
+        &nb,
+        &[&format!("--ovn-sb=unix:{}", missing.display())],
+    );
+    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+        pinned(&nb).is_some()
+    });
+    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+}
