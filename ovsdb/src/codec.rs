@@ -19,6 +19,14 @@ use tokio_util::codec::{Decoder, Encoder};
 /// JSON value, so this is generous (100k load balancers with backends are ~100 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
 
+/// A frame larger than this leaves the read buffer to be replaced by a small one (see
+/// `JsonCodec::next_frame`), and a write buffer grown past it is dropped once flushed;
+/// smaller ones are reused.
+pub(crate) const SHRINK_AFTER: usize = 1024 * 1024;
+
+/// The capacity a replaced read buffer starts with (what the client's reader starts with).
+pub const READ_CAPACITY: usize = 64 * 1024;
+
 /// Why the byte stream could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -123,6 +131,16 @@ impl JsonCodec {
                         s.depth -= 1;
                         if s.depth == 0 {
                             let frame = buf.split_to(i + 1);
+                            if frame.len() > SHRINK_AFTER {
+                                // The frame shares the buffer's allocation, and once the
+                                // frame is dropped the buffer would reclaim all of it and
+                                // keep the largest message's size for the connection's
+                                // life (17 MB after a 10,000-service monitor reply). Move
+                                // what follows the frame into a small buffer of its own.
+                                let small = BytesMut::with_capacity(buf.len().max(READ_CAPACITY));
+                                let rest = std::mem::replace(buf, small);
+                                buf.extend_from_slice(&rest);
+                            }
                             let offset = self.consumed;
                             self.consumed += frame.len() as u64;
                             self.scan = Scan::default();
