@@ -591,6 +591,40 @@ mod tests {
     }
 
     #[test]
+    fn a_big_message_does_not_leave_the_read_buffer_in_its_allocation() {
+        // A 3 MiB message arriving in 64 KiB reads, then the start of the next one: the
+        // way a cold start's monitor reply comes in.
+        let big = format!("[\"{}\"]", "x".repeat(3 * 1024 * 1024));
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::with_capacity(READ_CAPACITY);
+        let mut frames = Vec::new();
+        for chunk in big.as_bytes().chunks(READ_CAPACITY) {
+            buf.extend_from_slice(chunk);
+            frames.extend(codec.decode(&mut buf).unwrap());
+        }
+        buf.extend_from_slice(b" {\"next\"");
+        frames.extend(codec.decode(&mut buf).unwrap());
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].as_str(), big);
+        // Cut in place, the rest of the stream would start right after the frame, in
+        // the allocation the frame came from, and keep all of it alive after the frame
+        // is dropped (`capacity()` does not show it: only the reserve after the next
+        // read would).
+        let frame_end = frames[0].bytes.as_ptr_range().end;
+        assert_ne!(
+            buf.as_ptr(),
+            frame_end,
+            "the read buffer still lives in the big message's allocation"
+        );
+        assert!(buf.capacity() <= 2 * READ_CAPACITY, "{}", buf.capacity());
+        drop(frames);
+        // What followed the big message is kept, and the stream goes on.
+        buf.extend_from_slice(b": 1}");
+        let next = codec.decode(&mut buf).unwrap().expect("the next message");
+        assert_eq!(next.as_str(), "{\"next\": 1}");
+    }
+
+    #[test]
     fn eof_inside_a_message_is_a_truncation_error() {
         let err = decode_chunks(&mut JsonCodec::default(), &[b"{\"a\":[1,"]).unwrap_err();
         assert!(matches!(err, CodecError::Truncated { pending: 8 }), "{err}");
