@@ -21,6 +21,7 @@
 //! reloaded the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ycloud_ovsdb::cache::Snapshot;
 
@@ -31,8 +32,9 @@ use crate::resolve::{Owner, Resolved};
 /// The desired service rows last applied to NB.
 #[derive(Debug, Default, Clone)]
 pub struct Incremental {
-    /// `None` until a first pass was committed: everything counts as changed.
-    applied: Option<BTreeMap<String, Vec<DesiredLb>>>,
+    /// `None` until a first pass was committed: everything counts as changed. The rows
+    /// are the resolution's own (`Arc`), not a copy.
+    applied: Option<BTreeMap<String, Arc<[DesiredLb]>>>,
 }
 
 impl Incremental {
@@ -91,7 +93,7 @@ impl Incremental {
             .enumerate()
             .map(|(i, key)| {
                 let mut p = Plan::new(format!("i{i}_"));
-                let lbs = r.services.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                let lbs = r.services.get(&key).map(|l| &l[..]).unwrap_or(&[]);
                 let res = plan_service(snap, &key, lbs, &mut p).map(|()| p);
                 (Owner::Service(key), res.map_err(|e| e.to_string()))
             })
@@ -118,7 +120,7 @@ impl Incremental {
             .enumerate()
             .map(|(i, key)| {
                 let mut p = Plan::new(format!("i{i}_"));
-                let lbs = r.services.get(key).map(Vec::as_slice).unwrap_or(&[]);
+                let lbs = r.services.get(key).map(|l| &l[..]).unwrap_or(&[]);
                 let res = plan_service(snap, key, lbs, &mut p).map(|()| p);
                 (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
             })

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
@@ -118,7 +119,7 @@ pub enum Owner {
 }
 
 /// Why an object is not (fully) programmed: a condition reason and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     pub reason: &'static str,
     pub message: String,
@@ -139,7 +140,7 @@ impl Problem {
 
 /// What resolution says about one object: its problem if any, the owner whose
 /// transaction programs it, and the kind-specific status fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct ObjectStatus {
     pub problem: Option<Problem>,
     pub owner: Option<Owner>,
@@ -158,7 +159,9 @@ pub struct Resolved {
     pub eip_gateways: BTreeMap<String, DesiredGateway>,
     /// `None`: no cross-VPC service needs it (its rows go).
     pub service_gateway: Option<DesiredGateway>,
-    pub services: BTreeMap<String, Vec<DesiredLb>>,
+    /// Shared (`Arc`) with [`crate::incremental::Incremental`], which keeps the rows last
+    /// applied: one copy in memory instead of two (~25 MB at 10,000 services).
+    pub services: BTreeMap<String, Arc<[DesiredLb]>>,
     /// Owners that exist but could not be resolved: their rows stay untouched.
     pub keep: BTreeSet<Owner>,
     pub status: BTreeMap<ObjectRef, ObjectStatus>,
@@ -1643,7 +1646,7 @@ impl Resolver {
                         &mut lbs,
                         &mut out.probes,
                     );
-                    out.services.insert(key.to_owned(), lbs);
+                    out.services.insert(key.to_owned(), lbs.into());
                     programmed = Some(topo);
                 }
                 Err(e) => {

@@ -7,7 +7,9 @@
 //! `lastTransitionTime` while their status holds (read back from the file after a
 //! restart), so a steady state writes nothing.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +33,7 @@ pub struct StatusError {
 pub const ALL_BACKENDS_UNHEALTHY: &str = "AllBackendsUnhealthy";
 
 /// How the owner's transaction went for an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Programming {
     /// In NB as desired.
     Done,
@@ -47,9 +49,10 @@ pub struct StatusWriter {
     dir: PathBuf,
     /// Files written (or found unchanged) in the current pass.
     seen: BTreeSet<PathBuf>,
-    /// What each file was last rendered from: the same inputs skip the rendering, the
-    /// read-back and the comparison (most objects don't change between passes).
-    last: BTreeMap<PathBuf, (ObjectStatus, Programming, Option<i64>)>,
+    /// A fingerprint of what each file was last rendered from: the same inputs skip the
+    /// rendering, the read-back and the comparison (most objects don't change between
+    /// passes). A hash, not a copy: a copy of every status was ~19 MB at 10,000 services.
+    last: BTreeMap<PathBuf, u64>,
     last_net: BTreeMap<PathBuf, PodNetwork>,
 }
 
@@ -172,6 +175,15 @@ pub fn status_document(
     })
 }
 
+/// What [`StatusWriter::write`] remembers of a file's inputs. A 64-bit SipHash (as the
+/// directory source uses for manifest texts): two different inputs of one file giving the
+/// same hash, which would leave a stale file until the next change, is a 2^-64 chance.
+fn fingerprint(st: &ObjectStatus, programming: &Programming, generation: Option<i64>) -> u64 {
+    let mut h = DefaultHasher::new();
+    (st, programming, generation).hash(&mut h);
+    h.finish()
+}
+
 fn write_if_changed(path: &Path, content: &str) -> Result<bool, StatusError> {
     let err = |source| StatusError {
         path: path.to_owned(),
@@ -236,7 +248,7 @@ impl StatusWriter {
     ) -> Result<bool, StatusError> {
         let path = self.path_of(o);
         self.seen.insert(path.clone());
-        let inputs = (st.clone(), programming.clone(), generation);
+        let inputs = fingerprint(st, programming, generation);
         if self.last.get(&path) == Some(&inputs) && path.exists() {
             return Ok(false);
         }

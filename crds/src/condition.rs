@@ -215,7 +215,7 @@ impl Condition {
 }
 
 /// Ready and total backend counts of a service.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BackendCounts {
     /// Backends that pass their health check (all of them without a check).
     pub ready: u32,

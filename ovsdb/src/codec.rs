@@ -19,6 +19,14 @@ use tokio_util::codec::{Decoder, Encoder};
 /// JSON value, so this is generous (100k load balancers with backends are ~100 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
 
+/// A frame larger than this leaves the read buffer to be replaced by a small one (see
+/// `JsonCodec::next_frame`), and a write buffer grown past it is dropped once flushed;
+/// smaller ones are reused.
+pub(crate) const SHRINK_AFTER: usize = 1024 * 1024;
+
+/// The capacity a replaced read buffer starts with (what the client's reader starts with).
+pub const READ_CAPACITY: usize = 64 * 1024;
+
 /// Why the byte stream could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -123,6 +131,16 @@ impl JsonCodec {
                         s.depth -= 1;
                         if s.depth == 0 {
                             let frame = buf.split_to(i + 1);
+                            if frame.len() > SHRINK_AFTER {
+                                // The frame shares the buffer's allocation, and once the
+                                // frame is dropped the buffer would reclaim all of it and
+                                // keep the largest message's size for the connection's
+                                // life (17 MB after a 10,000-service monitor reply). Move
+                                // what follows the frame into a small buffer of its own.
+                                let small = BytesMut::with_capacity(buf.len().max(READ_CAPACITY));
+                                let rest = std::mem::replace(buf, small);
+                                buf.extend_from_slice(&rest);
+                            }
                             let offset = self.consumed;
                             self.consumed += frame.len() as u64;
                             self.scan = Scan::default();
@@ -570,6 +588,40 @@ mod tests {
             matches!(err, CodecError::TooLarge { limit: 100, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_big_message_does_not_leave_the_read_buffer_in_its_allocation() {
+        // A 3 MiB message arriving in 64 KiB reads, then the start of the next one: the
+        // way a cold start's monitor reply comes in.
+        let big = format!("[\"{}\"]", "x".repeat(3 * 1024 * 1024));
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::with_capacity(READ_CAPACITY);
+        let mut frames = Vec::new();
+        for chunk in big.as_bytes().chunks(READ_CAPACITY) {
+            buf.extend_from_slice(chunk);
+            frames.extend(codec.decode(&mut buf).unwrap());
+        }
+        buf.extend_from_slice(b" {\"next\"");
+        frames.extend(codec.decode(&mut buf).unwrap());
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].as_str(), big);
+        // Cut in place, the rest of the stream would start right after the frame, in
+        // the allocation the frame came from, and keep all of it alive after the frame
+        // is dropped (`capacity()` does not show it: only the reserve after the next
+        // read would).
+        let frame_end = frames[0].bytes.as_ptr_range().end;
+        assert_ne!(
+            buf.as_ptr(),
+            frame_end,
+            "the read buffer still lives in the big message's allocation"
+        );
+        assert!(buf.capacity() <= 2 * READ_CAPACITY, "{}", buf.capacity());
+        drop(frames);
+        // What followed the big message is kept, and the stream goes on.
+        buf.extend_from_slice(b": 1}");
+        let next = codec.decode(&mut buf).unwrap().expect("the next message");
+        assert_eq!(next.as_str(), "{\"next\": 1}");
     }
 
     #[test]

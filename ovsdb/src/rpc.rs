@@ -238,7 +238,8 @@ impl Connection {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             closed_tx,
         });
-        let reader = FramedRead::with_capacity(rd, FrameCodec::new(opts.max_message), 64 * 1024);
+        let reader =
+            FramedRead::with_capacity(rd, FrameCodec::new(opts.max_message), codec::READ_CAPACITY);
         let writer = FramedWrite::new(wr, JsonCodec::new(opts.max_message));
         let w = tokio::spawn(write_loop(shared.clone(), writer, out_rx));
         let r = tokio::spawn(read_loop(
@@ -411,6 +412,11 @@ async fn write_loop(
         }
         if res.is_ok() {
             res = SinkExt::<&Value>::flush(&mut writer).await;
+        }
+        // The write buffer keeps the capacity of the largest request (a cold start's one
+        // transaction of every service is tens of MB): let a flushed big one go.
+        if res.is_ok() && writer.write_buffer().capacity() > codec::SHRINK_AFTER {
+            *writer.write_buffer_mut() = bytes::BytesMut::new();
         }
         if let Err(e) = res {
             shared.shutdown(codec_error(&shared.remote, e));
