@@ -8,7 +8,9 @@
 //! so the poll adds at most 10 ms.
 //!
 //! Full: 1,000 and 10,000 services, 1,000 changes; `--quick`: 100 and 500 services, 100
-//! changes.
+//! changes. Arguments (after `--`): `--quick`; `--sizes=1000,10000`; `--changes=N`;
+//! `--rate=N` changes per second (default 100; a low rate such as 2 measures one change
+//! alone, with nothing queued before it).
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
@@ -23,8 +25,6 @@ use ycloud_ovsdb::cache::{Cache, ChangeKind};
 use ycloud_ovsdb::{Client, ClientConfig};
 use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
-const RATE: u64 = 100;
-
 /// Change → (service, new address, when written).
 type Pending = Arc<Mutex<BTreeMap<usize, Vec<(String, Instant)>>>>;
 
@@ -36,7 +36,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
+async fn run(n: usize, changes: usize, rate: u64, lines: &mut Vec<Line>) {
     let first_line = lines.len();
     let mut w = Workload::write(n);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
@@ -77,7 +77,7 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     let writer = {
         let pending = pending.clone();
         std::thread::spawn(move || {
-            let period = Duration::from_micros(1_000_000 / RATE);
+            let period = Duration::from_micros(1_000_000 / rate);
             let t0 = Instant::now();
             for i in 0..changes {
                 let due = t0 + period * i as u32;
@@ -96,7 +96,7 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
 
     let mut latencies = Vec::with_capacity(changes);
     let mut peak_rss = s0.rss_kib;
-    let deadline = Instant::now() + Duration::from_secs(60 + changes as u64 / RATE * 10);
+    let deadline = Instant::now() + Duration::from_secs(60 + changes as u64 / rate * 10);
     while latencies.len() < changes && Instant::now() < deadline {
         let ev = match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
             Ok(Some(ev)) => ev,
@@ -176,7 +176,7 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     client.close();
     drop(c);
 
-    let params = json!({"services": n, "changes": changes, "rate_per_s": RATE, "not_seen": lost});
+    let params = json!({"services": n, "changes": changes, "rate_per_s": rate, "not_seen": lost});
     lines.push(Line {
         name: "churn.latency_p50".into(),
         params: params.clone(),
@@ -238,7 +238,7 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
     });
     lines.push(Line {
         name: "memory.cpu_under_churn".into(),
-        params: json!({"services": n, "rate_per_s": RATE, "secs": (wall.as_secs_f64() * 10.0).round() / 10.0}),
+        params: json!({"services": n, "rate_per_s": rate, "secs": (wall.as_secs_f64() * 10.0).round() / 10.0}),
         value: cpu_share(&s0, &s1) * 100.0,
         unit: "%cpu",
         baseline_name: "",
@@ -253,14 +253,27 @@ async fn run(n: usize, changes: usize, lines: &mut Vec<Line>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (sizes, changes): (&[usize], usize) = if quick {
-        (&[100, 500], 100)
-    } else {
-        (&[1_000, 10_000], 1_000)
+    let arg = |name: &str| {
+        std::env::args().find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
     };
+    let sizes: Vec<usize> = match arg("sizes") {
+        Some(s) => s
+            .split(',')
+            .map(|n| n.parse().expect("--sizes: numbers"))
+            .collect(),
+        None if quick => vec![100, 500],
+        None => vec![1_000, 10_000],
+    };
+    let changes: usize = arg("changes")
+        .map(|n| n.parse().expect("--changes: a number"))
+        .unwrap_or(if quick { 100 } else { 1_000 });
+    let rate: u64 = arg("rate")
+        .map(|n| n.parse().expect("--rate: changes per second"))
+        .unwrap_or(100);
+    assert!(rate > 0, "--rate: at least one change per second");
     let mut lines = Vec::new();
-    for &n in sizes {
-        run(n, changes, &mut lines).await;
+    for &n in &sizes {
+        run(n, changes, rate, &mut lines).await;
     }
     table(&lines);
 }

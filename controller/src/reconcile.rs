@@ -913,6 +913,11 @@ impl Controller {
                 }
             }
         }
+        // Let go of the snapshot before the transaction: its echo is applied to the cache
+        // while we wait for the reply, and a table a snapshot still shares is copied whole
+        // (`Arc::make_mut`): at 10,000 services, the load balancers' map and indexes for
+        // every change.
+        drop(snap);
         report.ops = self.apply(plans, &mut results).await;
         let failed: BTreeSet<Owner> = results
             .iter()
@@ -979,8 +984,13 @@ impl Controller {
             .store(report.problems as u64, Ordering::Relaxed);
         // `controller.yaml` counts objects and problems per kind over every status: only
         // rewritten when a count or the failures may have moved.
-        let summary_due =
-            before != after || !gone.is_empty() || !report.failed.is_empty() || self.summary_stale;
+        // (A portless pod that came or went moves the object count.)
+        let objects_moved = self.store.len() as u64 != self.metrics.objects.load(Ordering::Relaxed);
+        let summary_due = before != after
+            || objects_moved
+            || !gone.is_empty()
+            || !report.failed.is_empty()
+            || self.summary_stale;
         self.summary_stale = !report.failed.is_empty();
         // (The only sink without the `kube` feature.)
         #[allow(irrefutable_let_patterns)]
@@ -1644,6 +1654,126 @@ mod tests {
         let report = fresh.pass().await;
         assert_eq!(report.ops, 0, "{report:?}");
         assert!(report.failed.is_empty(), "{report:?}");
+        fresh.client.close();
+        client.close();
+    }
+
+    /// `controller.yaml`'s object count.
+    fn objects_in_summary(status: &Path) -> String {
+        let text = std::fs::read_to_string(status.join("controller.yaml")).expect("summary");
+        text.lines()
+            .find_map(|l| l.strip_prefix("objects: "))
+            .expect("objects line")
+            .to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_without_a_port_of_ours_comes_and_goes_in_a_change_pass_and_one_with_a_port_needs_a_full_pass()
+     {
+        let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+        let dir = tempfile::tempdir().expect("tmp");
+        let status = dir.path().join(".status");
+        write(dir.path(), "00-topology.yaml", TOPOLOGY);
+        write(dir.path(), "services.yaml", &services("10.16.0.10"));
+        write(dir.path(), "pods.yaml", &pods("b"));
+        let opts = Options {
+            source_dir: dir.path().to_owned(),
+            status_dir: status.clone(),
+            nb_remotes: vec![nb.unix_remote()],
+            nb_tls: None,
+            resolve: resolve::Config::default(),
+            poll: Duration::from_millis(10),
+            resync: Duration::from_secs(3600),
+            bfd: Default::default(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let c = Controller::connect(opts.clone(), metrics.clone())
+            .await
+            .expect("connect");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(c.run(async {
+            let _ = stopped.await;
+        }));
+        let (client, _events) =
+            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
+                .await
+                .expect("connect");
+        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+        let cache = crate::compiler::nb::cache(schema).expect("cache");
+        client.monitor_cache(&cache).await.expect("monitor");
+        wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
+        settle(&metrics).await;
+        let objects = objects_in_summary(&status);
+        let full = metrics.full_passes.load(Ordering::Relaxed);
+        let before = lbs(&cache);
+        let (txns, _) = counters(&metrics);
+
+        // A pod on the host's network that sel-a selects, and a pod in a namespace no
+        // Subnet binds: neither gets a port or an address, so neither is a backend.
+        let portless = "apiVersion: v1\nkind: Pod\nmetadata: {name: agent, namespace: t, labels: {app: a}}\n\
+             spec: {hostNetwork: true, containers: [{name: c}]}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: stray, namespace: elsewhere, labels: {app: a}}\n\
+             spec: {containers: [{name: c}]}\n";
+        let passes = metrics.reconciles.load(Ordering::Relaxed);
+        write(dir.path(), "portless.yaml", portless);
+        wait_until("a pass", || {
+            metrics.reconciles.load(Ordering::Relaxed) > passes
+        })
+        .await;
+        settle(&metrics).await;
+        assert_eq!(
+            metrics.full_passes.load(Ordering::Relaxed),
+            full,
+            "added in a change pass"
+        );
+        assert_eq!(counters(&metrics).0, txns, "no transaction");
+        assert_eq!(lbs(&cache), before);
+        let two_more = (objects.parse::<usize>().expect("count") + 2).to_string();
+        assert_eq!(
+            objects_in_summary(&status),
+            two_more,
+            "controller.yaml counts them"
+        );
+
+        let passes = metrics.reconciles.load(Ordering::Relaxed);
+        std::fs::remove_file(dir.path().join("portless.yaml")).expect("rm");
+        wait_until("a pass", || {
+            metrics.reconciles.load(Ordering::Relaxed) > passes
+        })
+        .await;
+        settle(&metrics).await;
+        assert_eq!(
+            metrics.full_passes.load(Ordering::Relaxed),
+            full,
+            "removed in a change pass"
+        );
+        assert_eq!(counters(&metrics).0, txns, "no transaction");
+        assert_eq!(objects_in_summary(&status), objects);
+
+        // A pod on the VPC's subnet gets a port and an address: the VPC's rows change, so
+        // that takes a full pass (and makes it a backend of sel-a).
+        write(
+            dir.path(),
+            "ported.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p3, namespace: t, labels: {app: a}}\n\
+             spec: {containers: [{name: c}]}\n",
+        );
+        wait_until("a full pass", || {
+            metrics.full_passes.load(Ordering::Relaxed) > full
+        })
+        .await;
+        settle(&metrics).await;
+        let sel_a = &lbs(&cache)["ysvc:t/sel-a:tcp:cluster"];
+        assert_eq!(sel_a.matches(":8080").count(), 2, "p1 and p3: {sel_a}");
+
+        let _ = stop.send(());
+        run.await.expect("join").expect("run");
+        let mut fresh = Controller::connect(opts, Arc::new(Metrics::default()))
+            .await
+            .expect("connect");
+        assert!(fresh.refresh());
+        let report = fresh.pass().await;
+        assert_eq!(report.ops, 0, "{report:?}");
         fresh.client.close();
         client.close();
     }

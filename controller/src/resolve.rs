@@ -11,7 +11,7 @@
 //! All of it is kept across passes and seeded at start from what NB holds, so an address
 //! never moves and is never given twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -219,6 +219,11 @@ struct ServiceContext {
     shapes: HashMap<String, Option<String>>,
     /// Per pod: what decides its port and address (not whether it is a backend).
     pod_ports: HashMap<String, String>,
+    /// Namespaces some Subnet binds (its pods get a port there).
+    bound_namespaces: HashSet<String>,
+    /// Pods that have no port or address of ours (see [`portless`]): their coming and
+    /// going only changes what selects them.
+    portless: HashSet<String>,
     /// Labels of pods and VMIs as last resolved: the services that selected the old
     /// version of a changed one are re-resolved too.
     labels: HashMap<ObjectRef, BTreeMap<String, String>>,
@@ -261,6 +266,17 @@ fn pod_port_shape(pod: &Pod) -> String {
     .map(|k| annotation(pod, k))
     .collect();
     serde_json::to_string(&(&pod.metadata.namespace, notes, host_network(pod))).unwrap_or_default()
+}
+
+/// A pod that gets no port or address from us: on the host's network, or in a namespace no
+/// Subnet binds without a subnet annotation, and without a fixed address (which IPAM
+/// reserves whatever the pod is). Resolution skips it (never a backend, no status, no
+/// pod-network file), so adding or removing one moves no address or topology row.
+fn portless(pod: &Pod, bound_namespaces: &HashSet<String>) -> bool {
+    annotation(pod, IP_ANNOTATION).is_none()
+        && (host_network(pod)
+            || (annotation(pod, SUBNET_ANNOTATION).is_none()
+                && !bound_namespaces.contains(&meta_ns(&pod.metadata))))
 }
 
 fn labels_of(
@@ -1374,8 +1390,19 @@ impl Resolver {
                 network::add_service_reject(name, d, &v.spec.service_cidrs);
             }
         }
+        let bound_namespaces: HashSet<String> = subnets
+            .values()
+            .flat_map(|s| s.spec.namespaces.iter().cloned())
+            .collect();
         self.ctx = Some(ServiceContext {
             vpcs: desired_vpcs.keys().cloned().collect(),
+            portless: store
+                .pods
+                .iter()
+                .filter(|(_, p)| portless(p, &bound_namespaces))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            bound_namespaces,
             pod_ips,
             vnic_ips,
             monitor_ports,
@@ -1411,9 +1438,9 @@ impl Resolver {
     /// they touch: an edited or deleted service; the services that select (or selected) a
     /// pod or VMI whose labels, readiness or node changed; the service a NetworkProbe is
     /// of. Returns those services, or `None` (and changes nothing) when the change needs a
-    /// full pass: topology objects, namespaces, nodes, VNicIPs, a pod added or removed or
-    /// whose address may move, a service that is new or whose addresses or gateway rows
-    /// may change.
+    /// full pass: topology objects, namespaces, nodes, VNicIPs, a pod with a port of ours
+    /// added or removed or whose address may move (a [`portless`] pod may come and go), a
+    /// service that is new or whose addresses or gateway rows may change.
     pub fn resolve_changes(
         &mut self,
         store: &Store,
@@ -1421,7 +1448,28 @@ impl Resolver {
         out: &mut Resolved,
     ) -> Option<BTreeSet<String>> {
         let affected = self.affected(store, changed)?;
+        if changed.is_empty() {
+            // A pass for the echo of our own NB write: nothing to re-resolve (and no
+            // validator snapshot of every object to build).
+            return Some(affected);
+        }
         let mut ctx = self.ctx.take()?;
+        for o in changed.iter().filter(|o| o.kind == "Pod") {
+            // Only portless pods come or go here; the others kept their shape.
+            let key = o.key();
+            match store.pods.get(&key) {
+                Some(pod) => {
+                    ctx.pod_ports.insert(key.clone(), pod_port_shape(pod));
+                    if portless(pod, &ctx.bound_namespaces) {
+                        ctx.portless.insert(key);
+                    }
+                }
+                None => {
+                    ctx.pod_ports.remove(&key);
+                    ctx.portless.remove(&key);
+                }
+            }
+        }
         for o in changed {
             let labels = match o.kind.as_str() {
                 "Pod" => store.pods.get(&o.key()).map(|p| labels_of(&p.metadata)),
@@ -1519,16 +1567,22 @@ impl Resolver {
                     out.insert(key);
                 }
                 "Pod" => {
-                    // Added or removed: its address comes or goes (IPAM, the VPC's rows).
-                    let pod = store.pods.get(&key)?;
-                    if *ctx.pod_ports.get(&key)? != pod_port_shape(pod) {
-                        return None;
+                    // Added or removed: its address comes or goes (IPAM, the VPC's rows),
+                    // unless it has none of ours, then or now.
+                    let was = ctx.pod_ports.get(&key);
+                    match (was, store.pods.get(&key)) {
+                        (Some(was), Some(pod)) if *was == pod_port_shape(pod) => {}
+                        (None, Some(pod)) if portless(pod, &ctx.bound_namespaces) => {}
+                        (Some(_), None) if ctx.portless.contains(&key) => {}
+                        _ => return None,
                     }
                     if let Some(old) = ctx.labels.get(o) {
                         out.extend(ctx.index.selecting(store, BackendObject::Pod, ns, old));
                     }
-                    let now = labels_of(&pod.metadata);
-                    out.extend(ctx.index.selecting(store, BackendObject::Pod, ns, &now));
+                    if let Some(pod) = store.pods.get(&key) {
+                        let now = labels_of(&pod.metadata);
+                        out.extend(ctx.index.selecting(store, BackendObject::Pod, ns, &now));
+                    }
                 }
                 "VirtualMachineInstance" => {
                     // No port of ours: its addresses are its own.
