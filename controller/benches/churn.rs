@@ -26,7 +26,7 @@ use ycloud_ovsdb::{Client, ClientConfig};
 use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
 /// Change → (service, new address, when written).
-type Pending = Arc<Mutex<BTreeMap<usize, Vec<(String, Instant)>>>>;
+type Pending = Arc<Mutex<BTreeMap<usize, Vec<(String, Instant, usize)>>>>;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -88,13 +88,15 @@ async fn run(n: usize, changes: usize, rate: u64, lines: &mut Vec<Line>) {
                 let s = (i * 7_919) % n;
                 let mut p = pending.lock().expect("lock");
                 let addr = w.change_backend(s, i);
-                p.entry(s).or_default().push((addr, Instant::now()));
+                p.entry(s).or_default().push((addr, Instant::now(), i));
             }
             w
         })
     };
 
     let mut latencies = Vec::with_capacity(changes);
+    // The slowest change and its number (is the tail one stall or spread out?).
+    let mut slowest = (0.0f64, 0usize);
     let mut peak_rss = s0.rss_kib;
     let deadline = Instant::now() + Duration::from_secs(60 + changes as u64 / rate * 10);
     while latencies.len() < changes && Instant::now() < deadline {
@@ -139,10 +141,14 @@ async fn run(n: usize, changes: usize, rate: u64, lines: &mut Vec<Line>) {
             .unwrap_or_default();
         let mut p = pending.lock().expect("lock");
         if let Some(list) = p.get_mut(&s) {
-            list.retain(|(addr, t)| {
+            list.retain(|(addr, t, i)| {
                 let done = vips.contains(&format!("{addr}:"));
                 if done {
-                    latencies.push(ms(now.duration_since(*t)));
+                    let l = ms(now.duration_since(*t));
+                    if l > slowest.0 {
+                        slowest = (l, *i);
+                    }
+                    latencies.push(l);
                 }
                 !done
             });
@@ -188,7 +194,8 @@ async fn run(n: usize, changes: usize, rate: u64, lines: &mut Vec<Line>) {
     });
     lines.push(Line {
         name: "churn.latency_p99".into(),
-        params: params.clone(),
+        params: json!({"services": n, "changes": changes, "rate_per_s": rate,
+            "p90_ms": pct(&latencies, 0.90), "max_ms": slowest.0, "slowest_change": slowest.1}),
         value: pct(&latencies, 0.99),
         unit: "ms",
         baseline_name: "",
