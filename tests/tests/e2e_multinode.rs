@@ -305,7 +305,7 @@ fn beacon_holder(c: &Cluster) -> String {
 /// beacon to node 2, the controller re-pins `yc-svcgw` there, and the requests succeed
 /// again through node 2. Figures: `FIGURE svcgw-failover:` lines.
 #[test]
-#[ignore = "flaky before the failover: in 3 of 6 runs node 1 dropped every cross-VPC SYN \
+#[ignore = "flaky before the failover: in 3 of 7 runs node 1 dropped every cross-VPC SYN \
             (datapath flow `actions:drop` at recirc 0 for the transit switch's tunnel key) \
             for 30 s; not understood yet (docs/performance.md, Gateway failover)"]
 fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
@@ -383,7 +383,25 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
                 ),
             ])
             .unwrap_or_else(|e| e.to_string());
-        panic!("cross-VPC before: {e}\nnode 1 datapath:\n{dp}\ntrace:\n{trace}")
+        let bindings =
+            c.sb.sbctl(&[
+                "--columns=logical_port,type,chassis,tunnel_key,datapath",
+                "find",
+                "Port_Binding",
+                "type=l3gateway",
+            ])
+            .unwrap_or_default();
+        let datapaths =
+            c.sb.sbctl(&[
+                "--columns=_uuid,tunnel_key,external_ids",
+                "list",
+                "Datapath_Binding",
+            ])
+            .unwrap_or_default();
+        panic!(
+            "cross-VPC before: {e}\nnode 1 datapath:\n{dp}\ntrace:\n{trace}\n\
+             l3gateway bindings:\n{bindings}\ndatapaths:\n{datapaths}"
+        )
     });
 
     // A short window: OVS 3.1.0's userspace conntrack assertion (docs/performance.md) can
