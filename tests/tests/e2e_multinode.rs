@@ -305,7 +305,7 @@ fn beacon_holder(c: &Cluster) -> String {
 /// beacon to node 2, the controller re-pins `yc-svcgw` there, and the requests succeed
 /// again through node 2. Figures: `FIGURE svcgw-failover:` lines.
 #[test]
-#[ignore = "flaky before the failover: in 3 of 7 runs node 1 dropped every cross-VPC SYN \
+#[ignore = "flaky before the failover: in 3 of 8 runs node 1 dropped every cross-VPC SYN \
             (datapath flow `actions:drop` at recirc 0 for the transit switch's tunnel key) \
             for 30 s; not understood yet (docs/performance.md, Gateway failover)"]
 fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
