@@ -333,6 +333,22 @@ pub fn plan_services(
 /// beacon (`None`: between the release and the claim of a move, or every candidate dead)
 /// is skipped: the gateway stays where it was rather than going back to the top chassis,
 /// which may be the dead one. Never resolves without a watch, or once the watch ended.
+/// The next wake-up of the manifest directory's watch; never, without one. A failed watch is
+/// dropped (logged): the poll still finds every change, only later.
+async fn next_dir_event(watch: &mut Option<crate::dirwatch::DirWatch>) -> Option<()> {
+    let Some(w) = watch else {
+        return std::future::pending().await;
+    };
+    match w.changed().await {
+        Ok(()) => Some(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "manifest directory watch failed; changes are found by the poll only");
+            *watch = None;
+            None
+        }
+    }
+}
+
 async fn next_election(
     rx: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
 ) -> Option<String> {
@@ -588,6 +604,23 @@ impl Controller {
         }
     }
 
+    /// An inotify watch on the manifest directory (manifest mode), so that an edit starts
+    /// its pass at once; without one (inotify unavailable) the poll alone finds changes.
+    fn watch_dir(&self) -> Option<crate::dirwatch::DirWatch> {
+        // (The only source without the `kube` feature.)
+        #[allow(irrefutable_let_patterns)]
+        let Source::Dir(dir) = &self.source else {
+            return None;
+        };
+        match crate::dirwatch::DirWatch::new(dir.dir()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.dir().display(), error = %e, "cannot watch the manifest directory; changes are found by the poll only");
+                None
+            }
+        }
+    }
+
     /// Runs until `shutdown` resolves.
     pub async fn run(
         mut self,
@@ -604,6 +637,7 @@ impl Controller {
         // Cluster mode gets verdicts from NetworkProbe watches: no files to poll.
         let probe_verdicts = self.watch_probe_verdicts();
         let mut election = self.svcgw_election.take();
+        let mut dir_watch = self.watch_dir();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -612,6 +646,8 @@ impl Controller {
                     break;
                 }
                 _ = poll.tick() => {}
+                // A manifest was written: read it now, not at the next poll.
+                Some(()) = next_dir_event(&mut dir_watch) => {}
                 // Only a changed verdict is worth a pass, not a periodic status rewrite.
                 () = probe_verdicts.notified() => dirty |= self.probe_verdicts_changed(),
                 () = self.source_changed() => {
@@ -1668,6 +1704,57 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edited_manifest_reaches_nb_through_the_directory_watch_with_the_poll_an_hour_away()
+    {
+        let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+        let dir = tempfile::tempdir().expect("tmp");
+        write(dir.path(), "00-topology.yaml", TOPOLOGY);
+        write(dir.path(), "services.yaml", &services("10.16.0.10"));
+        let opts = Options {
+            source_dir: dir.path().to_owned(),
+            status_dir: dir.path().join(".status"),
+            nb_remotes: vec![nb.unix_remote()],
+            nb_tls: None,
+            sb_remotes: Vec::new(),
+            resolve: resolve::Config::default(),
+            // The first tick is at once (the first pass); the next one is an hour away,
+            // so only the inotify watch can start the pass of the edit.
+            poll: Duration::from_secs(3600),
+            resync: Duration::from_secs(3600),
+            bfd: Default::default(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let c = Controller::connect(opts, metrics.clone())
+            .await
+            .expect("connect");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(c.run(async {
+            let _ = stopped.await;
+        }));
+        let (client, _events) =
+            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
+                .await
+                .expect("connect");
+        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+        let cache = crate::compiler::nb::cache(schema).expect("cache");
+        client.monitor_cache(&cache).await.expect("monitor");
+        let holds = |cache: &Cache, backend: &str| lbs(cache).values().any(|v| v.contains(backend));
+        wait_until("the first pass", || holds(&cache, "10.16.0.10")).await;
+        settle(&metrics).await;
+
+        let t0 = Instant::now();
+        write(dir.path(), "services.yaml", &services("10.16.0.11"));
+        wait_until("the edit in NB", || holds(&cache, "10.16.0.11")).await;
+        let took = t0.elapsed();
+        assert!(!holds(&cache, "10.16.0.10"), "the old backend is gone");
+        // A generous bound for a loaded machine, far below the poll's hour.
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+
+        let _ = stop.send(());
+        run.await.expect("join").expect("run");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pod_without_a_port_of_ours_comes_and_goes_in_a_change_pass_and_one_with_a_port_needs_a_full_pass()
      {
         let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
@@ -1681,6 +1768,7 @@ mod tests {
             status_dir: status.clone(),
             nb_remotes: vec![nb.unix_remote()],
             nb_tls: None,
+            sb_remotes: Vec::new(),
             resolve: resolve::Config::default(),
             poll: Duration::from_millis(10),
             resync: Duration::from_secs(3600),
