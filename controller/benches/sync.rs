@@ -103,6 +103,7 @@ fn fixed(n: usize, lines: &mut Vec<Line>) {
     let synced = proc_stat(c.pid());
     let steady = c.wait_steady(Duration::from_secs(900));
     let passes = c.passes();
+    let phases = c.phases();
     drop(c);
     let (floor_t, _, bytes) = floor(&nb);
     let params = json!({"services": n, "backends": BACKENDS, "ports": 2, "subnets": SUBNETS,
@@ -121,7 +122,7 @@ fn fixed(n: usize, lines: &mut Vec<Line>) {
             name: "sync.first_pass_fixed_ips".into(),
             params: json!({"services": n, "resolve_ms": first[1], "status_ms": first[2],
                 "ops": first[3], "request_bytes": bytes, "steady": steady,
-                "rss_at_sync_mib": synced.rss_kib / 1024}),
+                "rss_at_sync_mib": synced.rss_kib / 1024, "phases_ms": phases}),
             value: first[0] as f64,
             unit: "ms",
             baseline_name: "",
@@ -154,6 +155,7 @@ fn allocated(n: usize, idle: Duration, sample: usize, lines: &mut Vec<Line>) {
     std::thread::sleep(idle);
     let b = proc_stat(c.pid());
     let passes = c.passes();
+    let phases = c.phases();
     let counters = c.counters();
     drop(c);
 
@@ -190,14 +192,15 @@ fn allocated(n: usize, idle: Duration, sample: usize, lines: &mut Vec<Line>) {
     });
     if let Some(first) = passes.first() {
         lines.push(Line {
-                name: "sync.first_pass".into(),
-                params: json!({"services": n, "resolve_ms": first[1], "status_ms": first[2], "ops": first[3]}),
-                value: first[0] as f64,
-                unit: "ms",
-                baseline_name: "",
-                baseline: None,
-                goal: "",
-            });
+            name: "sync.first_pass".into(),
+            params: json!({"services": n, "resolve_ms": first[1], "status_ms": first[2],
+                    "ops": first[3], "phases_ms": phases}),
+            value: first[0] as f64,
+            unit: "ms",
+            baseline_name: "",
+            baseline: None,
+            goal: "",
+        });
     }
     lines.push(Line {
         name: "memory.rss_synced_idle".into(),

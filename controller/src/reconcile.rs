@@ -258,10 +258,22 @@ fn owner_label(o: &Owner) -> String {
     }
 }
 
+/// The size of `ops` as JSON, counted while encoding them into nothing (no JSON tree, no
+/// buffer: a cold start's ops are ~10 MB).
 fn op_bytes(ops: &[Operation]) -> usize {
-    serde_json::to_vec(&ops.iter().map(Operation::to_json).collect::<Vec<_>>())
-        .map(|v| v.len())
-        .unwrap_or(0)
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, ops);
+    c.0
 }
 
 /// The plans of the topology owners: VPCs, EIP gateways, the service gateway.
@@ -427,6 +439,7 @@ impl Controller {
         sink: StatusSink,
         gate: WriteGate,
     ) -> Result<Self, Error> {
+        let connect_started = Instant::now();
         let mut config = ClientConfig::new(opts.nb_remotes.clone(), "OVN_Northbound");
         config.tls = opts.nb_tls.clone();
         let reconnected = Arc::new(AtomicBool::new(false));
@@ -458,6 +471,10 @@ impl Controller {
         let cache = nb::cache(schema).map_err(Error::Cache)?;
         client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
         metrics.nb_connected.store(true, Ordering::Relaxed);
+        tracing::debug!(
+            elapsed_ms = connect_started.elapsed().as_millis() as u64,
+            "connected to NB, schema read, cache loaded"
+        );
         let opts_status_dir = opts.status_dir.clone();
         // Read-only, in a task of its own: SB being down never holds up NB programming.
         let svcgw_election = (!opts.sb_remotes.is_empty()).then(|| {
@@ -510,9 +527,16 @@ impl Controller {
     /// are remembered for the next pass; a change whose extent is unknown (a first read,
     /// new or fixed source problems) makes it a full one.
     pub fn refresh(&mut self) -> bool {
+        let read_started = Instant::now();
         match &mut self.source {
             Source::Dir(dir) => match dir.poll_into(&mut self.store) {
                 Ok(Some(changes)) => {
+                    tracing::debug!(
+                        objects = self.store.len(),
+                        changed = changes.objects.as_ref().map(BTreeSet::len),
+                        elapsed_ms = read_started.elapsed().as_millis() as u64,
+                        "read the source"
+                    );
                     self.take_changes(changes);
                     true
                 }
@@ -1085,13 +1109,16 @@ impl Controller {
         self.add_finalizers(&mut report).await;
         let mut in_nb = owners_in_nb(&snap);
         let mut results: BTreeMap<Owner, Programming> = BTreeMap::new();
+        let topology_started = Instant::now();
         let mut ops = self.apply_bfd(&snap, &mut report).await;
         ops += self
             .apply(plan_topology(&snap, &resolved, &in_nb), &mut results)
             .await;
+        let topology_ms = topology_started.elapsed().as_millis() as u64;
 
         // The services hang off what the topology phase just wrote: plan them on a fresh
         // snapshot.
+        let plan_started = Instant::now();
         let snap = self.cache.snapshot();
         in_nb.extend(owners_in_nb(&snap));
         let mut plans = Vec::new();
@@ -1103,7 +1130,10 @@ impl Controller {
                 }
             }
         }
+        let plan_ms = plan_started.elapsed().as_millis() as u64;
+        let services_started = Instant::now();
         ops += self.apply(plans, &mut results).await;
+        let services_ms = services_started.elapsed().as_millis() as u64;
 
         // Status.
         report.ops = ops;
@@ -1181,6 +1211,9 @@ impl Controller {
             failed = report.failed.len(),
             problems = report.problems,
             resolve_ms,
+            topology_ms,
+            plan_ms,
+            services_ms,
             status_ms = status_started.elapsed().as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciled"

@@ -99,6 +99,15 @@ pub enum Error {
     #[error("invalid transaction (not sent)")]
     Invalid(#[source] crate::ops::OpError),
 
+    /// The request could not be encoded as JSON (an OVSDB real that is not finite);
+    /// nothing was sent.
+    #[error("encoding the {method} request (not sent)")]
+    Encode {
+        method: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// The server's schema is not what we expect.
     #[error("schema: {0}")]
     Schema(String),
@@ -156,6 +165,7 @@ impl Error {
             | Error::ConstraintViolation { .. }
             | Error::ReferentialIntegrity { .. }
             | Error::Invalid(_)
+            | Error::Encode { .. }
             | Error::Schema(_)
             | Error::Cache(_)
             | Error::Closed => false,
@@ -181,6 +191,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::NotLeader { .. } => "not_leader",
             Error::Invalid(_) => "invalid",
+            Error::Encode { .. } => "encode",
             Error::Schema(_) => "schema",
             Error::Cache(_) => "cache",
             Error::Closed => "closed",

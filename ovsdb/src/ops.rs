@@ -647,6 +647,25 @@ pub fn transact_params(db: &str, ops: &[Operation]) -> Json {
     Json::Array(v)
 }
 
+/// The `params` of a `transact` request, `[db, op, …]`, as [`transact_params`] builds
+/// them but serialized straight from the operations, with no JSON tree in between.
+#[derive(Debug, Clone, Copy)]
+pub struct TransactParams<'a> {
+    pub db: &'a str,
+    pub ops: &'a [Operation],
+}
+
+impl Serialize for TransactParams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.ops.len() + 1))?;
+        seq.serialize_element(self.db)?;
+        for op in self.ops {
+            seq.serialize_element(op)?;
+        }
+        seq.end()
+    }
+}
+
 /// One element of a `transact` reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OperationResult {

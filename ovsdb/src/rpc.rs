@@ -129,10 +129,19 @@ struct State {
     tasks: Vec<AbortHandle>,
 }
 
+/// What the writer task sends, in channel order.
+enum Outgoing {
+    /// A message as a JSON tree (small ones: probes, echo replies, most requests).
+    Value(Value),
+    /// A message already encoded by its sender (a big `transact`: serialized straight from
+    /// the operations, with no JSON tree of the request in between).
+    Encoded(Vec<u8>),
+}
+
 struct Shared {
     remote: String,
     state: Mutex<State>,
-    out: mpsc::UnboundedSender<Value>,
+    out: mpsc::UnboundedSender<Outgoing>,
     next_id: AtomicU64,
     serial: u64,
     closed_tx: watch::Sender<Option<Arc<Error>>>,
@@ -292,8 +301,62 @@ impl Connection {
         self.send(method, params, Handler::Raw(handler))
     }
 
+    /// [`Connection::send_request`] with `params` encoded straight from any `Serialize`
+    /// value: no `serde_json::Value` tree of them is built (a 10,000-service transaction's
+    /// request is ~10 MB of JSON). Fails before anything is sent if `params` does not
+    /// encode (an OVSDB real that is not finite).
+    pub fn send_request_serialized(
+        &self,
+        method: &str,
+        params: &impl serde::Serialize,
+        handler: ReplyHandler,
+    ) -> Result<u64, Error> {
+        /// `{"method": …, "params": …, "id": …}` borrowing its parts.
+        #[derive(serde::Serialize)]
+        struct Request<'a, P> {
+            id: u64,
+            method: &'a str,
+            params: &'a P,
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let bytes = serde_json::to_vec(&Request { id, method, params }).map_err(|source| {
+            Error::Encode {
+                method: method.to_owned(),
+                source,
+            }
+        })?;
+        tracing::debug!(
+            method,
+            bytes = bytes.len(),
+            encode_us = started.elapsed().as_micros() as u64,
+            "request encoded"
+        );
+        self.register_and_send(
+            id,
+            method,
+            Handler::Value(handler),
+            Outgoing::Encoded(bytes),
+        )?;
+        Ok(id)
+    }
+
     fn send(&self, method: &str, params: Value, handler: Handler) -> Result<u64, Error> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = Message::request(method, params, json!(id)).to_value();
+        self.register_and_send(id, method, handler, Outgoing::Value(msg))?;
+        Ok(id)
+    }
+
+    /// Registers request `id`'s handler, then queues its message: registered before it is
+    /// written, so the reply can never beat the registration.
+    fn register_and_send(
+        &self,
+        id: u64,
+        method: &str,
+        handler: Handler,
+        msg: Outgoing,
+    ) -> Result<(), Error> {
         {
             let mut st = self.shared.lock();
             if let Some(reason) = &st.closed {
@@ -312,15 +375,13 @@ impl Connection {
                 },
             );
         }
-        // Registered before it is written, so the reply can never beat the registration.
-        let msg = Message::request(method, params, json!(id)).to_value();
         if self.shared.out.send(msg).is_err() {
             self.shared.shutdown(Error::Io {
                 remote: self.shared.remote.clone(),
                 source: std::io::Error::other("writer task gone"),
             });
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Sends a request and waits for its result.
@@ -349,10 +410,9 @@ impl Connection {
                 retriable: true,
             });
         }
-        let _ = self
-            .shared
-            .out
-            .send(Message::notification(method, params).to_value());
+        let _ = self.shared.out.send(Outgoing::Value(
+            Message::notification(method, params).to_value(),
+        ));
         Ok(())
     }
 
@@ -399,14 +459,27 @@ impl Connection {
 async fn write_loop(
     shared: Arc<Shared>,
     mut writer: FramedWrite<tokio::io::WriteHalf<BoxStream>, JsonCodec>,
-    mut rx: mpsc::UnboundedReceiver<Value>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
+    async fn feed(
+        writer: &mut FramedWrite<tokio::io::WriteHalf<BoxStream>, JsonCodec>,
+        msg: Outgoing,
+    ) -> Result<(), CodecError> {
+        match msg {
+            Outgoing::Value(v) => writer.feed(&v).await,
+            // Behind whatever was fed before it, in the same buffer: order is kept.
+            Outgoing::Encoded(bytes) => {
+                writer.write_buffer_mut().extend_from_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
     while let Some(first) = rx.recv().await {
         // Batch what is queued into one flush: pipelined transactions go out together.
-        let mut res = writer.feed(&first).await;
+        let mut res = feed(&mut writer, first).await;
         while res.is_ok() {
             match rx.try_recv() {
-                Ok(v) => res = writer.feed(&v).await,
+                Ok(v) => res = feed(&mut writer, v).await,
                 Err(_) => break,
             }
         }
@@ -457,9 +530,9 @@ async fn read_loop(
                 }
                 Err(_) => {
                     probe_sent = true;
-                    let _ = shared
-                        .out
-                        .send(Message::request("echo", json!([]), json!(PROBE_ID)).to_value());
+                    let _ = shared.out.send(Outgoing::Value(
+                        Message::request("echo", json!([]), json!(PROBE_ID)).to_value(),
+                    ));
                     continue;
                 }
             },
@@ -596,7 +669,7 @@ fn handle_message(shared: &Shared, sink: &mut dyn NotificationSink, msg: Message
             } else {
                 Message::err(json!("unknown method"), id)
             };
-            let _ = shared.out.send(reply.to_value());
+            let _ = shared.out.send(Outgoing::Value(reply.to_value()));
         }
         Message::Notification { method, params } => sink.notify(Notification { method, params }),
         Message::Response { result, error, id } => {

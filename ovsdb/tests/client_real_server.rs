@@ -820,13 +820,21 @@ async fn monitor_replies_and_updates_reach_the_target_as_text_and_a_refused_upda
     // A refused update: the client reports it, reconnects and reloads the monitor.
     let reloads = c.stats().reloaded_monitors.load(Ordering::SeqCst);
     target.refuse_next.store(true, Ordering::SeqCst);
-    c.transact(&[ops::insert(
-        "Logical_Switch",
-        row(&[("name", "lost".into())]),
-        "z",
-    )])
-    .await
-    .unwrap();
+    // The refused update drops the connection, which races with reading this transaction's
+    // reply (sent right after the update): either it is read first, or the transaction
+    // fails as `Disconnected` ("may or may not have been executed"). It was executed
+    // either way: the reload below finds its row.
+    match c
+        .transact(&[ops::insert(
+            "Logical_Switch",
+            row(&[("name", "lost".into())]),
+            "z",
+        )])
+        .await
+    {
+        Ok(_) | Err(Error::Disconnected { .. }) => {}
+        Err(e) => panic!("unexpected transaction error: {e:?}"),
+    }
     let error = loop {
         let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await
@@ -848,4 +856,42 @@ async fn monitor_replies_and_updates_reach_the_target_as_text_and_a_refused_upda
         normalized_cache(&target.cache),
         normalized_dump(&server.dump_json(), &schema, &["Logical_Switch"])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_cannot_be_encoded_is_refused_before_sending_and_the_connection_stays_usable()
+ {
+    let server = OvsdbServer::start(SchemaFile::Nb).unwrap();
+    let mut cfg = config(vec![server.unix_remote()]);
+    // Schema validation off, so that the encoder is what meets the bad value.
+    cfg.validate = false;
+    let (c, _events) = Client::connect(cfg).await.unwrap();
+    let bad = [ops::insert(
+        "Logical_Switch",
+        row(&[(
+            "name",
+            Value::Atom(ycloud_ovsdb::value::Atom::Real(f64::NAN)),
+        )]),
+        "ls",
+    )];
+    let err = c.transact(&bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Encode { method, .. } if method == "transact"),
+        "{err:?}"
+    );
+    assert!(!err.is_retriable());
+    // Nothing reached the server, and the next transaction goes through.
+    assert!(
+        server.dump_json()["Logical_Switch"]
+            .as_object()
+            .is_none_or(|rows| rows.is_empty())
+    );
+    let ok = [ops::insert(
+        "Logical_Switch",
+        row(&[("name", "ls1".into())]),
+        "ls",
+    )];
+    let done = c.transact(&ok).await.unwrap();
+    let ls = done.uuids["ls"].to_string();
+    assert_eq!(server.dump_json()["Logical_Switch"][&ls]["name"], "ls1");
 }

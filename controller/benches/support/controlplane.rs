@@ -152,8 +152,14 @@ impl ControllerProc {
             .arg(format!("--poll-ms={poll_ms}"))
             .arg(format!("--metrics-addr={metrics}"))
             .arg("--log-format=json")
-            // The passes driven by one change log at debug level (one line each).
-            .env("RUST_LOG", "info,ycloud_controller::reconcile=debug")
+            // The passes driven by one change log at debug level (one line each), and so do
+            // the first pass's phases (reading the source, each transaction's validation,
+            // encoding and reply).
+            .env(
+                "RUST_LOG",
+                "info,ycloud_controller::reconcile=debug,ycloud_ovsdb::client=debug,\
+                 ycloud_ovsdb::rpc=debug",
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -216,6 +222,62 @@ impl ControllerProc {
             .collect()
     }
 
+    /// The first pass's phases from the controller's own log, in ms: connecting (schema
+    /// and cache load), reading the source, resolve, topology (plan and transaction),
+    /// planning the services, their transaction (of which: validation, encoding, and
+    /// the server until its reply), status. Phases not logged are left out.
+    pub fn phases(&self) -> Json {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<Json> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+            .collect();
+        let first = |msg: &str| lines.iter().find(|j| j["fields"]["message"] == msg);
+        let mut out = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                out.insert(k.to_owned(), json!((v * 10.0).round() / 10.0));
+            }
+        };
+        let ms = |j: Option<&Json>, k: &str| j.and_then(|j| j["fields"][k].as_f64());
+        let us = |j: Option<&Json>, k: &str| ms(j, k).map(|v| v / 1000.0);
+        put(
+            "connect",
+            ms(
+                first("connected to NB, schema read, cache loaded"),
+                "elapsed_ms",
+            ),
+        );
+        put("read_source", ms(first("read the source"), "elapsed_ms"));
+        let pass = first("reconciled");
+        for k in ["resolve", "topology", "plan", "services", "status"] {
+            put(k, ms(pass, &format!("{k}_ms")));
+        }
+        // The biggest transaction and request of the run: the services' at cold start.
+        let biggest = |msg: &str, k: &str| {
+            lines
+                .iter()
+                .filter(|j| j["fields"]["message"] == msg)
+                .max_by_key(|j| j["fields"][k].as_u64().unwrap_or(0))
+        };
+        let txn = biggest("transact replied", "ops");
+        put("services_validate", us(txn, "validate_us"));
+        put("services_transact", us(txn, "elapsed_us"));
+        let enc = biggest("request encoded", "bytes");
+        put("services_encode", us(enc, "encode_us"));
+        put("services_request_mb", ms(enc, "bytes").map(|b| b / 1e6));
+        // The client's whole share: from the controller's first log line to the services'
+        // request encoded and queued (what is left of the cold start is the server's).
+        let at = |j: Option<&Json>| {
+            j.and_then(|j| j["timestamp"].as_str())
+                .and_then(seconds_of_day)
+        };
+        if let (Some(a), Some(b)) = (at(lines.first()), at(enc)) {
+            put("until_services_sent", Some((b - a) * 1000.0));
+        }
+        Json::Object(out)
+    }
+
     /// The controller's own log lines of its passes driven by a change: (elapsed µs,
     /// services re-resolved, services verified after an NB change, ops) of each.
     pub fn change_passes(&self) -> Vec<[u64; 4]> {
@@ -229,6 +291,16 @@ impl ControllerProc {
             })
             .collect()
     }
+}
+
+/// Seconds since midnight of an RFC 3339 timestamp (`2026-11-22T15:28:05.123456Z`).
+fn seconds_of_day(ts: &str) -> Option<f64> {
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 impl Drop for ControllerProc {

@@ -178,13 +178,21 @@ fn same(have: Option<&Value>, want: &Value) -> bool {
     }
 }
 
+/// Whether `row`'s set column holds `uuid`. A binary search of the sorted set: a VPC's
+/// group holds every service's load balancer, and each of 10,000 services asking by a
+/// scan (with a copy of the set, as `Value::atoms` makes) was O(n²) in the pass that
+/// follows a cold start (the first pass's writes echoed back).
 fn set_contains(row: &Row, column: &str, uuid: &RowRef) -> bool {
     match uuid {
         RowRef::New(_) => false,
-        RowRef::Existing(u) => row
-            .get(column)
-            .and_then(Value::atoms)
-            .is_some_and(|atoms| atoms.iter().any(|a| a.as_uuid() == Some(*u))),
+        RowRef::Existing(u) => {
+            let atom = Atom::Uuid(*u);
+            match row.get(column) {
+                Some(Value::Set(set)) => set.contains(&atom),
+                Some(Value::Atom(a)) => *a == atom,
+                Some(Value::Map(_)) | None => false,
+            }
+        }
     }
 }
 

@@ -93,6 +93,38 @@ fn every_operation_serializes_to_the_rfc_7047_json_form() {
 }
 
 #[test]
+fn transact_params_encoded_straight_to_bytes_are_the_json_tree_s_params() {
+    let ops = vec![
+        insert("Logical_Switch", row(&[("name", "a".into())]), "ls"),
+        set_insert("T", u(), "s", [1i64, 2]),
+        delete("T", u()),
+        Operation::Commit { durable: false },
+    ];
+    let bytes = serde_json::to_vec(&TransactParams {
+        db: "DB",
+        ops: &ops,
+    })
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Json>(&bytes).unwrap(),
+        transact_params("DB", &ops)
+    );
+    let bad = vec![insert(
+        "T",
+        row(&[("r", Value::Atom(Atom::Real(f64::NAN)))]),
+        "x",
+    )];
+    assert!(
+        serde_json::to_vec(&TransactParams {
+            db: "DB",
+            ops: &bad
+        })
+        .is_err(),
+        "a real that is not finite is refused, not sent"
+    );
+}
+
+#[test]
 fn condition_functions_and_mutators_use_their_wire_names() {
     let f = [
         (Function::Lt, "<"),
