@@ -1029,7 +1029,7 @@ impl Controller {
                         message: p.message.clone(),
                     }),
                     owner: None,
-                    fields: serde_json::json!({}),
+                    fields: Default::default(),
                     backends: None,
                 },
             );
