@@ -327,7 +327,7 @@ mod tests {
                 message: "spec.clusterIPs[0]: 10.99.0.1 is outside the service CIDRs".into(),
             }),
             owner: Some(Owner::Service("shop/web".into())),
-            fields: serde_json::json!({"vpc": "tenant-a"}),
+            fields: serde_json::json!({"vpc": "tenant-a"}).into(),
             backends: None,
         }
     }

@@ -1153,7 +1153,7 @@ impl Controller {
                         message: p.message.clone(),
                     }),
                     owner: None,
-                    fields: serde_json::json!({}),
+                    fields: Default::default(),
                     backends: None,
                 },
             );

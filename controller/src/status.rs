@@ -147,10 +147,7 @@ pub fn status_document(
     conditions: &[Condition],
     generation: Option<i64>,
 ) -> serde_json::Value {
-    let mut status = match &st.fields {
-        serde_json::Value::Object(m) => m.clone(),
-        _ => serde_json::Map::new(),
-    };
+    let mut status = st.fields.to_map();
     if let Some(g) = generation {
         status.insert("observedGeneration".into(), g.into());
     }
@@ -402,7 +399,7 @@ mod tests {
         ObjectStatus {
             problem,
             owner: Some(crate::resolve::Owner::Vpc("a".into())),
-            fields: serde_json::json!({"router": "yc-vpc-a"}),
+            fields: serde_json::json!({"router": "yc-vpc-a"}).into(),
             backends: None,
         }
     }
