@@ -211,6 +211,9 @@ type ParsedFile = (
     usize,
 );
 
+/// An edited file to parse: its path, its text and its documents as last read.
+type ParseJob<'a> = (&'a Path, &'a str, Option<&'a [Doc]>);
+
 /// Parses the changed documents of one edited file (all of it when it can't be cut or
 /// its last documents are unknown); see [`parse_changed_documents`].
 fn parse_file(path: &Path, text: &str, old_docs: Option<&[Doc]>) -> ParsedFile {
@@ -234,8 +237,8 @@ fn parse_file(path: &Path, text: &str, old_docs: Option<&[Doc]>) -> ParsedFile {
 /// Parses each edited file ([`parse_file`]): the files at once on up to [`PARSE_THREADS`]
 /// threads when there are many (a cold start with 10,000 services reads 100 files; YAML
 /// parsing is most of reading them). Results in `files`' order.
-fn parse_files(files: &[(&Path, &str, Option<&[Doc]>)]) -> Vec<ParsedFile> {
-    let parse = |(path, text, old): &(&Path, &str, Option<&[Doc]>)| parse_file(path, text, *old);
+fn parse_files(files: &[ParseJob<'_>]) -> Vec<ParsedFile> {
+    let parse = |(path, text, old): &ParseJob<'_>| parse_file(path, text, *old);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(PARSE_THREADS);
@@ -246,7 +249,7 @@ fn parse_files(files: &[(&Path, &str, Option<&[Doc]>)]) -> Vec<ParsedFile> {
     }
     // Contiguous chunks of about equal bytes, so each thread's results stay in order.
     let per_thread = bytes.div_ceil(threads);
-    let mut chunks: Vec<&[(&Path, &str, Option<&[Doc]>)]> = Vec::with_capacity(threads);
+    let mut chunks: Vec<&[ParseJob<'_>]> = Vec::with_capacity(threads);
     let (mut start, mut acc) = (0, 0);
     for (i, (_, t, _)) in files.iter().enumerate() {
         acc += t.len();
@@ -356,7 +359,7 @@ impl DirSource {
                 }
             }
         }
-        let jobs: Vec<(&Path, &str, Option<&[Doc]>)> = edited
+        let jobs: Vec<ParseJob<'_>> = edited
             .iter()
             .map(|(path, _, text)| {
                 let old_docs = self.files.get(path).and_then(|st| st.docs.as_deref());
