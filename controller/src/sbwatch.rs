@@ -113,8 +113,12 @@ pub async fn connect(
     Ok((client, cache))
 }
 
+/// How long the first holder of the beacon must keep it before the controller follows it.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
 /// Watches which chassis holds SB port `logical_port`, in a task of its own: the receiver
-/// sees every change of the chassis' name (`None`: unclaimed, or SB not read yet). A
+/// sees every change of the chassis' name (`None`: unclaimed, or SB not read yet), the
+/// first one once it has held for [`SETTLE`]. A
 /// misconfigured remote is logged and never retried; an unreachable SB is retried every
 /// second.
 pub fn spawn(
@@ -139,6 +143,32 @@ pub fn spawn(
         };
         tracing::info!(?remotes, port = %logical_port, "watching SB");
         let mut changes = cache.subscribe();
+        // The first holder counts only once it has held the port for `SETTLE`: at start a
+        // standby can claim it before its BFD sessions are up and give it back a few hundred
+        // ms later (seen: node 2 for 0.14–0.36 s, then node 1 again). Following that moved
+        // `yc-svcgw` away and back so fast that node 1's ovn-controller (23.03) claimed its
+        // ports again without the flows of the transit switches: every cross-VPC packet
+        // dropped on arrival for 30 s and more. Later moves (a failover) count at once.
+        let mut holder = active_chassis(&cache.snapshot(), &logical_port);
+        let mut since = tokio::time::Instant::now();
+        loop {
+            match tokio::time::timeout_at(since + SETTLE, changes.recv()).await {
+                Err(_held) => break,
+                Ok(None) => {
+                    client.close();
+                    return;
+                }
+                Ok(Some(_)) => {
+                    while changes.try_recv().is_ok() {}
+                    let now = active_chassis(&cache.snapshot(), &logical_port);
+                    if now != holder {
+                        tracing::debug!(port = %logical_port, from = ?holder, to = ?now, "SB: holder changed while settling");
+                        holder = now;
+                        since = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
         loop {
             let now = active_chassis(&cache.snapshot(), &logical_port);
             tx.send_if_modified(|v| {

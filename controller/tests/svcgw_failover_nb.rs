@@ -215,11 +215,32 @@ fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
     let routers = nbctl(&nb, &["--bare", "--columns=name", "list", "Logical_Router"]);
     assert!(routers.contains("yc-svcgw-beacon"), "{routers}");
 
-    // OVN elects node-1 (nothing moves), then fails over to node-2.
+    // At start a standby can hold the beacon for a moment before the top chassis takes it
+    // (node-2 before its BFD sessions are up): not followed, the first holder counts once
+    // it has held for SETTLE. Then OVN elects node-1 (nothing moves).
     let pb = add_beacon_binding(&sb);
+    claim(&sb, &pb, Some(&n2));
+    let held = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < held {
+        assert_eq!(
+            pinned(&nb).as_deref(),
+            Some("node-1"),
+            "a start-up holder was followed before it settled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    claim(&sb, &pb, None);
     claim(&sb, &pb, Some(&n1));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+    let settled = Instant::now() + ycloud_controller::sbwatch::SETTLE + Duration::from_secs(1);
+    while Instant::now() < settled {
+        assert_eq!(
+            pinned(&nb).as_deref(),
+            Some("node-1"),
+            "a start-up flip of the beacon moved the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A failover to node-2 is followed at once.
     let moved = Instant::now();
     claim(&sb, &pb, None);
     claim(&sb, &pb, Some(&n2));

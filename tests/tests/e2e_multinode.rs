@@ -358,6 +358,10 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         (beacon_holder(&c) == n1).then_some(())
     });
     assert_eq!(svcgw_pinned(&c), n1, "before: pinned to the top chassis");
+    // The controller follows the beacon's first holder once it has held it for
+    // `sbwatch::SETTLE` (3 s: a standby may hold it for a moment at start); a failover
+    // inside that window would be followed only after it. Let the election settle.
+    std::thread::sleep(Duration::from_millis(3500));
     c.sb.wait_hv_sync().expect("hv sync");
     let client_b = &c.pod("client-b").netns;
     warm(client_b, VIP, WARM).unwrap_or_else(|e| {
