@@ -1607,6 +1607,33 @@ mod tests {
         }
     }
 
+    /// Options of a test loop on `dir` against `nb`: no resync within a test.
+    fn test_options(dir: &Path, status_dir: PathBuf, nb: &OvsdbServer, poll: Duration) -> Options {
+        Options {
+            source_dir: dir.to_owned(),
+            status_dir,
+            nb_remotes: vec![nb.unix_remote()],
+            nb_tls: None,
+            sb_remotes: Vec::new(),
+            resolve: resolve::Config::default(),
+            poll,
+            resync: Duration::from_secs(3600),
+            bfd: Default::default(),
+        }
+    }
+
+    /// Our own view of NB: a client (kept alive by the caller) monitoring into a cache.
+    async fn nb_view(nb: &OvsdbServer) -> (Client, Cache) {
+        let (client, _events) =
+            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
+                .await
+                .expect("connect");
+        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+        let cache = crate::compiler::nb::cache(schema).expect("cache");
+        client.monitor_cache(&cache).await.expect("monitor");
+        (client, cache)
+    }
+
     fn counters(m: &Metrics) -> (u64, u64) {
         (
             m.transactions.load(Ordering::Relaxed),
@@ -1622,17 +1649,7 @@ mod tests {
         write(dir.path(), "00-topology.yaml", TOPOLOGY);
         write(dir.path(), "services.yaml", &services("10.16.0.10"));
         write(dir.path(), "pods.yaml", &pods("b"));
-        let opts = Options {
-            source_dir: dir.path().to_owned(),
-            status_dir: status.clone(),
-            nb_remotes: vec![nb.unix_remote()],
-            nb_tls: None,
-            sb_remotes: Vec::new(),
-            resolve: resolve::Config::default(),
-            poll: Duration::from_millis(10),
-            resync: Duration::from_secs(3600),
-            bfd: Default::default(),
-        };
+        let opts = test_options(dir.path(), status.clone(), &nb, Duration::from_millis(10));
         let metrics = Arc::new(Metrics::default());
         let c = Controller::connect(opts.clone(), metrics.clone())
             .await
@@ -1643,13 +1660,7 @@ mod tests {
         }));
 
         // Our own view of NB.
-        let (client, _events) =
-            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
-                .await
-                .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = crate::compiler::nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
+        let (client, cache) = nb_view(&nb).await;
         wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
         settle(&metrics).await;
         assert!(
@@ -1743,19 +1754,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         write(dir.path(), "00-topology.yaml", TOPOLOGY);
         write(dir.path(), "services.yaml", &services("10.16.0.10"));
-        let opts = Options {
-            source_dir: dir.path().to_owned(),
-            status_dir: dir.path().join(".status"),
-            nb_remotes: vec![nb.unix_remote()],
-            nb_tls: None,
-            sb_remotes: Vec::new(),
-            resolve: resolve::Config::default(),
-            // The first tick is at once (the first pass); the next one is an hour away,
-            // so only the inotify watch can start the pass of the edit.
-            poll: Duration::from_secs(3600),
-            resync: Duration::from_secs(3600),
-            bfd: Default::default(),
-        };
+        // The first tick is at once (the first pass); the next one is an hour away,
+        // so only the inotify watch can start the pass of the edit.
+        let opts = test_options(
+            dir.path(),
+            dir.path().join(".status"),
+            &nb,
+            Duration::from_secs(3600),
+        );
         let metrics = Arc::new(Metrics::default());
         let c = Controller::connect(opts, metrics.clone())
             .await
@@ -1764,13 +1770,7 @@ mod tests {
         let run = tokio::spawn(c.run(async {
             let _ = stopped.await;
         }));
-        let (client, _events) =
-            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
-                .await
-                .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = crate::compiler::nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
+        let (_client, cache) = nb_view(&nb).await;
         let holds = |cache: &Cache, backend: &str| lbs(cache).values().any(|v| v.contains(backend));
         wait_until("the first pass", || holds(&cache, "10.16.0.10")).await;
         settle(&metrics).await;
@@ -1796,17 +1796,7 @@ mod tests {
         write(dir.path(), "00-topology.yaml", TOPOLOGY);
         write(dir.path(), "services.yaml", &services("10.16.0.10"));
         write(dir.path(), "pods.yaml", &pods("b"));
-        let opts = Options {
-            source_dir: dir.path().to_owned(),
-            status_dir: status.clone(),
-            nb_remotes: vec![nb.unix_remote()],
-            nb_tls: None,
-            sb_remotes: Vec::new(),
-            resolve: resolve::Config::default(),
-            poll: Duration::from_millis(10),
-            resync: Duration::from_secs(3600),
-            bfd: Default::default(),
-        };
+        let opts = test_options(dir.path(), status.clone(), &nb, Duration::from_millis(10));
         let metrics = Arc::new(Metrics::default());
         let c = Controller::connect(opts.clone(), metrics.clone())
             .await
@@ -1815,13 +1805,7 @@ mod tests {
         let run = tokio::spawn(c.run(async {
             let _ = stopped.await;
         }));
-        let (client, _events) =
-            Client::connect(ClientConfig::new(vec![nb.unix_remote()], "OVN_Northbound"))
-                .await
-                .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache = crate::compiler::nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
+        let (client, cache) = nb_view(&nb).await;
         wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
         settle(&metrics).await;
         let objects = objects_in_summary(&status);
