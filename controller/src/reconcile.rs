@@ -1622,6 +1622,24 @@ mod tests {
         }
     }
 
+    /// The loop of a controller connected with `opts`, running until `stop` is sent.
+    async fn start_loop(
+        opts: Options,
+        metrics: &Arc<Metrics>,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Error>>,
+    ) {
+        let c = Controller::connect(opts, metrics.clone())
+            .await
+            .expect("connect");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(c.run(async {
+            let _ = stopped.await;
+        }));
+        (stop, run)
+    }
+
     /// Our own view of NB: a client (kept alive by the caller) monitoring into a cache.
     async fn nb_view(nb: &OvsdbServer) -> (Client, Cache) {
         let (client, _events) =
@@ -1651,13 +1669,7 @@ mod tests {
         write(dir.path(), "pods.yaml", &pods("b"));
         let opts = test_options(dir.path(), status.clone(), &nb, Duration::from_millis(10));
         let metrics = Arc::new(Metrics::default());
-        let c = Controller::connect(opts.clone(), metrics.clone())
-            .await
-            .expect("connect");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(c.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = start_loop(opts.clone(), &metrics).await;
 
         // Our own view of NB.
         let (client, cache) = nb_view(&nb).await;
@@ -1763,13 +1775,7 @@ mod tests {
             Duration::from_secs(3600),
         );
         let metrics = Arc::new(Metrics::default());
-        let c = Controller::connect(opts, metrics.clone())
-            .await
-            .expect("connect");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(c.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = start_loop(opts, &metrics).await;
         let (_client, cache) = nb_view(&nb).await;
         let holds = |cache: &Cache, backend: &str| lbs(cache).values().any(|v| v.contains(backend));
         wait_until("the first pass", || holds(&cache, "10.16.0.10")).await;
@@ -1798,13 +1804,7 @@ mod tests {
         write(dir.path(), "pods.yaml", &pods("b"));
         let opts = test_options(dir.path(), status.clone(), &nb, Duration::from_millis(10));
         let metrics = Arc::new(Metrics::default());
-        let c = Controller::connect(opts.clone(), metrics.clone())
-            .await
-            .expect("connect");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(c.run(async {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = start_loop(opts.clone(), &metrics).await;
         let (client, cache) = nb_view(&nb).await;
         wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
         settle(&metrics).await;

@@ -4,8 +4,7 @@
 //! and the controller binary given `--bfd-*` flags puts them in NB (and leaves them alone
 //! when started without).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,11 @@ use ycloud_ovsdb::cache::Cache;
 use ycloud_ovsdb::ops::Operation;
 use ycloud_ovsdb::{Client, ClientConfig};
 use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
+
+#[path = "support/manifest.rs"]
+#[allow(dead_code)]
+mod manifest;
+use manifest::Controller;
 
 fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
     let out = Command::new("ovn-nbctl")
@@ -135,32 +139,6 @@ async fn bfd_timers_reach_nb_global_without_touching_an_operators_options_and_dr
     client.close();
 }
 
-/// The controller as a child process, killed and reaped on drop.
-struct Controller(Child);
-
-impl Controller {
-    fn start(manifests: &Path, nb: &OvsdbServer, extra: &[&str]) -> Controller {
-        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
-            .arg(format!("--source=dir:{}", manifests.display()))
-            .arg(format!("--nb={}", nb.unix_remote()))
-            .arg("--poll-ms=100")
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ycloud-controller");
-        Controller(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -185,7 +163,7 @@ fn the_controller_writes_its_bfd_flags_to_nb_and_without_them_leaves_nb_global_a
     let dir = tempfile::tempdir().expect("tmp");
     let ctl = Controller::start(
         dir.path(),
-        &nb,
+        &nb.unix_remote(),
         &["--bfd-min-rx-ms=100", "--bfd-min-tx-ms=150", "--bfd-mult=4"],
     );
     let want = "{bfd-min-rx=\"100\", bfd-min-tx=\"150\", bfd-mult=\"4\", \
@@ -202,7 +180,7 @@ fn the_controller_writes_its_bfd_flags_to_nb_and_without_them_leaves_nb_global_a
     nbctl(&nb, &["set", "NB_Global", ".", "options:bfd-mult=7"]);
     let status = dir.path().join(".status/controller.yaml");
     let _ = std::fs::remove_file(&status);
-    let _ctl = Controller::start(dir.path(), &nb, &[]);
+    let _ctl = Controller::start(dir.path(), &nb.unix_remote(), &[]);
     wait_for("a finished pass", Duration::from_secs(30), || {
         status.exists()
     });

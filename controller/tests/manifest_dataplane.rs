@@ -3,7 +3,6 @@
 //! the controller decided (its status files, as the CNI reads them) reach a ClusterIP
 //! service by real HTTP, and a backend deleted from the manifests stops getting traffic.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ycloud_testsupport::sandbox::{Sandbox, SandboxOptions};
@@ -63,16 +62,7 @@ fn pods_addressed_by_the_controller_reach_a_cluster_ip_and_a_deleted_backend_lea
     std::fs::write(dir.path().join("00-network.yaml"), MANIFESTS).expect("write");
     std::fs::write(dir.path().join("10-pods.yaml"), PODS).expect("write");
     std::fs::write(dir.path().join("11-web-2.yaml"), WEB_2).expect("write");
-    let _ctl = Controller(
-        Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
-            .arg(format!("--source=dir:{}", dir.path().display()))
-            .arg(format!("--nb={}", sb.nb_unix()))
-            .arg("--poll-ms=100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ycloud-controller"),
-    );
+    let _ctl = Controller::start(dir.path(), sb.nb_unix(), &[]);
     let status = dir.path().join(".status");
     let web1 = plug(&sb, &status, "web-1");
     let web2 = plug(&sb, &status, "web-2");

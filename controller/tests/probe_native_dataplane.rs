@@ -5,7 +5,6 @@
 //! traffic, and comes back when it starts again.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ycloud_testsupport::sandbox::{Sandbox, SandboxOptions};
@@ -86,16 +85,7 @@ fn a_native_checked_backend_whose_server_stops_goes_offline_and_gets_no_traffic_
     let sb = Sandbox::up(SandboxOptions::default()).expect("sandbox up");
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("00-all.yaml"), MANIFESTS).expect("write");
-    let _ctl = Controller(
-        Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
-            .arg(format!("--source=dir:{}", dir.path().display()))
-            .arg(format!("--nb={}", sb.nb_unix()))
-            .arg("--poll-ms=100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ycloud-controller"),
-    );
+    let _ctl = Controller::start(dir.path(), sb.nb_unix(), &[]);
     let status = dir.path().join(".status");
     let web1 = plug(&sb, &status, "web-1");
     let web2 = plug(&sb, &status, "web-2");

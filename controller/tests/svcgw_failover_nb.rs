@@ -7,11 +7,16 @@
 //! Without `--ovn-sb` the gateway stays pinned and no beacon is made.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
+
+#[path = "support/manifest.rs"]
+#[allow(dead_code)]
+mod manifest;
+use manifest::Controller;
 
 fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
     let out = Command::new("ovn-nbctl")
@@ -87,30 +92,11 @@ fn claim(sb: &OvsdbServer, pb: &str, chassis: Option<&str>) {
     );
 }
 
-struct Controller(Child);
-
-impl Controller {
-    fn start(manifests: &Path, nb: &OvsdbServer, extra: &[&str]) -> Controller {
-        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
-            .arg(format!("--source=dir:{}", manifests.display()))
-            .arg(format!("--nb={}", nb.unix_remote()))
-            .arg("--poll-ms=100")
-            .arg("--svcgw-chassis=node-1:20,node-2:10,node-3:5")
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ycloud-controller");
-        Controller(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The controller with the three service-gateway chassis of these tests.
+fn start_controller(manifests: &Path, nb: &OvsdbServer, extra: &[&str]) -> Controller {
+    let mut args = vec!["--svcgw-chassis=node-1:20,node-2:10,node-3:5"];
+    args.extend_from_slice(extra);
+    Controller::start(manifests, &nb.unix_remote(), &args)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -191,7 +177,7 @@ fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
     let n2 = add_chassis(&sb, "node-2", "192.0.2.2");
     let dir = tempfile::tempdir().expect("tmp");
     cross_vpc_manifests(dir.path());
-    let _ctl = Controller::start(
+    let _ctl = start_controller(
         dir.path(),
         &nb,
         &[&format!("--ovn-sb={}", sb.unix_remote())],
@@ -277,7 +263,7 @@ fn without_ovn_sb_the_service_gateway_stays_pinned_to_the_top_chassis_and_has_no
     nbctl(&nb, &["init"]);
     let dir = tempfile::tempdir().expect("tmp");
     cross_vpc_manifests(dir.path());
-    let _ctl = Controller::start(dir.path(), &nb, &[]);
+    let _ctl = start_controller(dir.path(), &nb, &[]);
     wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
         pinned(&nb).is_some()
     });
@@ -295,7 +281,7 @@ fn an_unreachable_sb_holds_nothing_up_and_the_gateway_is_pinned_to_the_top_chass
     let dir = tempfile::tempdir().expect("tmp");
     cross_vpc_manifests(dir.path());
     let missing = dir.path().join("no-sb.sock");
-    let _ctl = Controller::start(
+    let _ctl = start_controller(
         dir.path(),
         &nb,
         &[&format!("--ovn-sb=unix:{}", missing.display())],

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ycloud_testsupport::sandbox::{Pod, PodSpec, Sandbox};
@@ -14,6 +14,24 @@ pub const HTTP: Duration = Duration::from_secs(3);
 
 /// The controller as a child process, killed and reaped on drop.
 pub struct Controller(pub Child);
+
+impl Controller {
+    /// `ycloud-controller` in manifest mode on `manifests` against the NB at remote `nb`,
+    /// polling every 100 ms, with `extra` flags; its log (info) on the test's stderr.
+    pub fn start(manifests: &Path, nb: &str, extra: &[&str]) -> Controller {
+        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
+            .arg(format!("--source=dir:{}", manifests.display()))
+            .arg(format!("--nb={nb}"))
+            .arg("--poll-ms=100")
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ycloud-controller");
+        Controller(child)
+    }
+}
 
 impl Drop for Controller {
     fn drop(&mut self) {
