@@ -229,22 +229,33 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
     std::thread::sleep(SETTLE + Duration::from_millis(500));
     assert_eq!(demoted(&c), "", "node 1 demoted at start");
 
-    // Failover: node 1's datapath dies.
+    // Failover: node 1's datapath dies. While the probe runs: when OVN moved the port to
+    // node 2, and when the controller demoted node 1 (once node 2 has held it for SETTLE).
+    let (mut moved_s, mut demoted_s) = (None, None);
     let (text, at) = around(&c, 6.0, || {
+        let kill = Instant::now();
         c.sb.kill_node_daemon(1, "ovs-vswitchd")
             .expect("kill node 1's ovs-vswitchd");
+        while kill.elapsed() < WARM && demoted_s.is_none() {
+            if moved_s.is_none() && active(&c) == n2 {
+                moved_s = Some(kill.elapsed().as_secs_f64());
+            }
+            if demoted(&c) == n1 {
+                demoted_s = Some(kill.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
     let (failed, outage, runs, probes) = first_outage(&text, at);
     eprintln!(
         "FIGURE eipgw-failback: failover outside->EIP {outage:.2} s ({failed} of {probes} \
-         requests failed, {runs} failure run(s))"
+         requests failed, {runs} failure run(s)); SB moved the port to node 2 after \
+         {moved_s:.2?} s, the controller demoted node 1 after {demoted_s:.2?} s"
     );
     let crashed_failover = repair_crashes(&c, "failover");
     wait_for("the EIP gateway on node 2", WARM, || {
         (active(&c) == n2).then_some(())
     });
-    // The controller demotes node 1 once node 2 has held the gateway for SETTLE.
-    let t0 = Instant::now();
     wait_for("node 1 demoted by the controller", WARM, || {
         (demoted(&c) == n1).then_some(())
     });
@@ -256,13 +267,6 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
     wait_for("node 1's priorities below node 2's", WARM, || {
         lower(&priorities_of(&c, &n1), &priorities_of(&c, &n2)).then_some(())
     });
-    eprintln!(
-        "FIGURE eipgw-failback: node 1 demoted {:.2} s after node 2 held the gateway \
-         (priorities node 1 {:?}, node 2 {:?})",
-        t0.elapsed().as_secs_f64() + 0.0,
-        priorities_of(&c, &n1),
-        priorities_of(&c, &n2)
-    );
     c.sb.nbctl(&["--wait=sb", "sync"]).expect("sync");
 
     // Node 1 returns as a rebooted node does (vswitchd and a fresh ovn-controller).
@@ -279,6 +283,9 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
          ({runs} failure run(s), outage {outage:.2} s)"
     );
     let crashed_return = repair_crashes(&c, "return");
+    // A standby datapath that died meanwhile (OVS 3.1.0's userspace conntrack assertion)
+    // moves the gateway for its own reasons (and may get its node demoted in turn): then
+    // only the end state after the operator's failback is checked.
     if crashed_failover.is_empty() && crashed_return.is_empty() {
         assert_eq!(active(&c), n2, "the demoted node took the gateway back");
         assert_eq!(
@@ -287,8 +294,8 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
             "the demoted node's return cost requests:\n{}",
             c.diagnostics()
         );
+        assert_eq!(demoted(&c), n1, "the demotion did not hold");
     }
-    assert_eq!(demoted(&c), n1, "the demotion did not hold");
 
     // Later, on purpose: the operator's failback (a new annotation value).
     c.sb.wait_hv_sync().expect("hv sync");
