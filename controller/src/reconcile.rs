@@ -496,7 +496,15 @@ impl Controller {
         // A connection of its own: the demotion watch reads every gateway port, the
         // election above one.
         let demotions = (!opts.sb_remotes.is_empty()).then(|| {
-            crate::demotions::Demotions::spawn(opts.sb_remotes.clone(), opts.nb_tls.clone())
+            crate::demotions::Demotions::spawn(
+                opts.sb_remotes.clone(),
+                opts.nb_tls.clone(),
+                if opts.resolve.svcgw_failover {
+                    opts.resolve.svcgw_chassis.clone()
+                } else {
+                    std::collections::BTreeMap::new()
+                },
+            )
         });
         if svcgw_election.is_none() && opts.resolve.svcgw_chassis.len() > 1 {
             tracing::info!(chassis = ?opts.resolve.svcgw_chassis, "no --ovn-sb: the service gateway is pinned to the highest-priority chassis; the others are not standbys");
@@ -753,9 +761,11 @@ impl Controller {
                 && self.source_synced()
             {
                 d.update(&self.store, &self.cache.snapshot());
-                let now = d.current();
-                if now != self.resolver.config.eipgw_demotions {
-                    self.resolver.config.eipgw_demotions = now;
+                let (eip, svcgw) = (d.eip(), d.svcgw());
+                let config = &mut self.resolver.config;
+                if eip != config.eipgw_demotions || svcgw != config.svcgw_demotion {
+                    config.eipgw_demotions = eip;
+                    config.svcgw_demotion = svcgw;
                     self.full = true;
                     dirty = true;
                 }

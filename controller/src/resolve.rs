@@ -73,6 +73,9 @@ pub struct Config {
     /// EIP gateways' demoted chassis (`crate::demotions`, only with `--ovn-sb`), applied
     /// to their priorities while their basis holds.
     pub eipgw_demotions: BTreeMap<String, crate::compiler::demotion::Demotion>,
+    /// The service gateway's demoted chassis (`crate::demotions`, with `--ovn-sb`), applied
+    /// to the beacon's priorities while `--svcgw-chassis` is what it was decided for.
+    pub svcgw_demotion: Option<crate::compiler::demotion::Demotion>,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             svcgw_elected: None,
             underlay_mtu: 1500,
             eipgw_demotions: BTreeMap::new(),
+            svcgw_demotion: None,
         }
     }
 }
@@ -2090,6 +2094,37 @@ impl Resolver {
         (ports, counts, targets)
     }
 
+    /// [`gateways::service_gateway_rows_ha`] with the service gateway's demotion applied to
+    /// the beacon's priorities and recorded on the beacon router, while `--svcgw-chassis`
+    /// is still what it was decided for (else those priorities: the failback).
+    fn service_gateway_rows_demoted(
+        &self,
+        attachments: &[ServiceGatewayAttachment],
+    ) -> Result<DesiredGateway, gateways::GatewayError> {
+        let spec = &self.config.svcgw_chassis;
+        let demotion = self
+            .config
+            .svcgw_demotion
+            .as_ref()
+            .filter(|d| d.basis == crate::demotions::svcgw_basis(spec));
+        let chassis = match demotion {
+            Some(d) => crate::compiler::demotion::effective(spec, &d.demoted),
+            None => spec.clone(),
+        };
+        let mut rows = gateways::service_gateway_rows_ha(
+            &chassis,
+            self.config.svcgw_elected.as_deref(),
+            attachments,
+        )?;
+        if let (Some(d), Some(r)) = (
+            demotion,
+            rows.routers.get_mut(gateways::SVCGW_BEACON_ROUTER),
+        ) {
+            r.external_ids.extend(d.external_ids());
+        }
+        Ok(rows)
+    }
+
     /// `gw`'s demotion, if one is recorded and its basis still holds (else the operator
     /// failed back, or the spec changed: the spec's priorities).
     fn eipgw_demotion(
@@ -2273,11 +2308,7 @@ impl Resolver {
             })
             .collect();
         let rows = if self.config.svcgw_failover {
-            gateways::service_gateway_rows_ha(
-                &self.config.svcgw_chassis,
-                self.config.svcgw_elected.as_deref(),
-                &attachments,
-            )
+            self.service_gateway_rows_demoted(&attachments)
         } else {
             gateways::service_gateway_rows(&self.config.svcgw_chassis, &attachments)
         }

@@ -1,9 +1,10 @@
-//! The controller demotes a failed EIP-gateway chassis, against real OVN_Northbound and
+//! The controller demotes a failed gateway chassis, against real OVN_Northbound and
 //! OVN_Southbound ovsdb-servers and the controller binary with `--ovn-sb`. No northd
 //! runs: the test writes the SB rows OVN would (a `Chassis` per node, the gateway's
-//! external `chassisredirect` `Port_Binding` and its `chassis`), which is OVN's election
-//! as ovn-controller records it, and reads the `Gateway_Chassis` priorities the controller
-//! programs for every port of the gateway (its external port and the VPC uplink).
+//! `chassisredirect` `Port_Binding` and its `chassis`), which is OVN's election as
+//! ovn-controller records it, and reads the `Gateway_Chassis` priorities the controller
+//! programs: for every port of an EIP gateway (its external port and the VPC uplink), and
+//! for the service gateway's beacon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -66,13 +67,18 @@ fn add_chassis(sb: &OvsdbServer, name: &str, ip: &str) -> String {
     r["uuid"][1].as_str().expect("uuid").to_owned()
 }
 
-/// The gateway's external `cr-` port binding as northd makes it; its uuid.
+/// The EIP gateway's external `cr-` port binding as northd makes it; its uuid.
 fn add_binding(sb: &OvsdbServer) -> String {
+    add_binding_of(sb, CR_PORT)
+}
+
+/// A `cr-` port binding `port` as northd makes it; its uuid.
+fn add_binding_of(sb: &OvsdbServer, port: &str) -> String {
     let r = sb_transact(
         sb,
         json!([
             {"op": "insert", "table": "Port_Binding", "uuid-name": "pb",
-             "row": {"logical_port": CR_PORT, "type": "chassisredirect",
+             "row": {"logical_port": port, "type": "chassisredirect",
                      "tunnel_key": 2, "datapath": ["named-uuid", "dp"]}},
             {"op": "insert", "table": "Datapath_Binding", "uuid-name": "dp",
              "row": {"tunnel_key": 7}},
@@ -129,6 +135,11 @@ fn write_manifests(to: &Path, failback: Option<&str>) {
 /// Chassis → the priorities it has on the gateway's ports (one value when every port
 /// agrees), and how many ports of the gateway have gateway chassis.
 fn priorities(nb: &OvsdbServer) -> (BTreeMap<String, BTreeSet<u16>>, usize) {
+    priorities_of(nb, "eipgw-public")
+}
+
+/// [`priorities`] of the ports whose `Gateway_Chassis` names contain `ports`.
+fn priorities_of(nb: &OvsdbServer, filter: &str) -> (BTreeMap<String, BTreeSet<u16>>, usize) {
     let rows = nbctl(
         nb,
         &[
@@ -142,7 +153,7 @@ fn priorities(nb: &OvsdbServer) -> (BTreeMap<String, BTreeSet<u16>>, usize) {
     let mut by_chassis: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let mut ports = BTreeSet::new();
     for c in words.chunks(3) {
-        if !c[0].contains("eipgw-public") {
+        if !c[0].contains(filter) {
             continue;
         }
         let port = c[0].strip_suffix(&format!("-{}", c[1])).expect("gwc name");
@@ -157,7 +168,12 @@ fn priorities(nb: &OvsdbServer) -> (BTreeMap<String, BTreeSet<u16>>, usize) {
 
 /// The priorities as `chassis:priority` when every port agrees; panics if they do not.
 fn programmed(nb: &OvsdbServer) -> Vec<String> {
-    let (by_chassis, _) = priorities(nb);
+    programmed_of(nb, "eipgw-public")
+}
+
+/// [`programmed`] of the ports whose `Gateway_Chassis` names contain `ports`.
+fn programmed_of(nb: &OvsdbServer, ports: &str) -> Vec<String> {
+    let (by_chassis, _) = priorities_of(nb, ports);
     by_chassis
         .iter()
         .map(|(c, p)| {
@@ -171,8 +187,13 @@ fn spec_priorities() -> Vec<String> {
     SPEC.iter().map(|(c, p)| format!("{c}:{p}")).collect()
 }
 
-/// The router's demotion record (`ycloud.io/demoted`), empty without one.
+/// The EIP gateway router's demotion record (`ycloud.io/demoted`), empty without one.
 fn recorded(nb: &OvsdbServer) -> String {
+    recorded_on(nb, "yc-eipgw-public")
+}
+
+/// Router `router`'s demotion record, empty without one.
+fn recorded_on(nb: &OvsdbServer, router: &str) -> String {
     let ids = nbctl(
         nb,
         &[
@@ -180,7 +201,7 @@ fn recorded(nb: &OvsdbServer) -> String {
             "--columns=external_ids",
             "find",
             "Logical_Router",
-            "name=yc-eipgw-public",
+            &format!("name={router}"),
         ],
     );
     ids.split_whitespace()
@@ -358,4 +379,108 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
         },
     );
     drop(ctl);
+}
+
+/// `yc-svcgw`'s `options:chassis`, or `None` while the router is not there.
+fn pinned(nb: &OvsdbServer) -> Option<String> {
+    let out = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=options",
+            "find",
+            "Logical_Router",
+            "name=yc-svcgw",
+        ],
+    );
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("chassis="))
+        .map(|c| c.trim_matches('"').to_owned())
+}
+
+fn start_svcgw(dir: &Path, nb: &OvsdbServer, sb: &OvsdbServer, chassis: &str) -> Controller {
+    Controller::start(
+        dir,
+        &nb.unix_remote(),
+        &[
+            &format!("--svcgw-chassis={chassis}"),
+            &format!("--ovn-sb={}", sb.unix_remote()),
+        ],
+    )
+}
+
+#[test]
+fn the_service_gateway_beacon_s_failed_chassis_is_demoted_kept_across_a_restart_and_restored_by_new_priorities()
+ {
+    const BEACON: &str = "yc-svcgw-beacon-gw-";
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    let n1 = add_chassis(&sb, "node-1", "192.0.2.1");
+    let n2 = add_chassis(&sb, "node-2", "192.0.2.2");
+    let dir = tempfile::tempdir().expect("tmp");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for f in [
+        "00-namespaces.yaml",
+        "01-vpcs.yaml",
+        "02-subnets.yaml",
+        "03-eip-gateway.yaml",
+        "13-cross-vpc.yaml",
+    ] {
+        std::fs::copy(examples.join(f), dir.path().join(f)).expect("copy example");
+    }
+    let spec = "node-1:20,node-2:10,node-3:5";
+    let ctl = start_svcgw(dir.path(), &nb, &sb, spec);
+    let configured = ["node-1:20", "node-2:10", "node-3:5"].map(str::to_owned);
+    wait_for("the beacon's priorities", Duration::from_secs(30), || {
+        programmed_of(&nb, BEACON) == configured
+    });
+    let pb = add_binding_of(&sb, "cr-yc-svcgw-beacon-gw");
+    claim(&sb, &pb, &n1);
+    stays_of(&nb, BEACON, SETTLE + Duration::from_secs(1), &configured);
+
+    // node-1 fails: yc-svcgw follows the beacon to node-2 at once, and once node-2 has
+    // held it for SETTLE node-1 is demoted below it on the beacon.
+    claim(&sb, &pb, &n2);
+    wait_for("yc-svcgw on node-2", Duration::from_secs(10), || {
+        pinned(&nb).as_deref() == Some("node-2")
+    });
+    let demoted = ["node-1:4", "node-2:10", "node-3:5"].map(str::to_owned);
+    wait_for(
+        "node-1 demoted on the beacon",
+        Duration::from_secs(10),
+        || programmed_of(&nb, BEACON) == demoted,
+    );
+    assert_eq!(recorded_on(&nb, "yc-svcgw-beacon"), "node-1");
+
+    // A restarted controller keeps it (and the pin).
+    drop(ctl);
+    let ctl = start_svcgw(dir.path(), &nb, &sb, spec);
+    stays_of(&nb, BEACON, SETTLE + Duration::from_secs(1), &demoted);
+    assert_eq!(pinned(&nb).as_deref(), Some("node-2"));
+
+    // The operator's failback: new priorities (here node-1 raised by one), the beacon gets
+    // them at once, OVN moves the beacon back to node-1 and the gateway follows; nothing is
+    // demoted again.
+    drop(ctl);
+    let _ctl = start_svcgw(dir.path(), &nb, &sb, "node-1:21,node-2:10,node-3:5");
+    let raised = ["node-1:21", "node-2:10", "node-3:5"].map(str::to_owned);
+    wait_for("the new priorities", Duration::from_secs(10), || {
+        programmed_of(&nb, BEACON) == raised
+    });
+    assert_eq!(recorded_on(&nb, "yc-svcgw-beacon"), "");
+    claim(&sb, &pb, &n1);
+    wait_for("yc-svcgw on node-1", Duration::from_secs(10), || {
+        pinned(&nb).as_deref() == Some("node-1")
+    });
+    stays_of(&nb, BEACON, SETTLE + Duration::from_secs(1), &raised);
+}
+
+/// For `d`, the priorities of the ports matching `ports` stay `want`.
+fn stays_of(nb: &OvsdbServer, ports: &str, d: Duration, want: &[String]) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        assert_eq!(programmed_of(nb, ports), want, "the priorities moved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
