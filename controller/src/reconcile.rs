@@ -418,7 +418,7 @@ pub struct Controller {
     summary_stale: bool,
     /// The SB watch's election of the service gateway's chassis (`--ovn-sb`).
     svcgw_election: Option<tokio::sync::watch::Receiver<Option<String>>>,
-    /// The demotion of failed EIP-gateway chassis (`--ovn-sb`).
+    /// The demotion of failed gateway chassis (`--ovn-sb`).
     demotions: Option<crate::demotions::Demotions>,
 }
 
