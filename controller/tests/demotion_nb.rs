@@ -484,3 +484,30 @@ fn stays_of(nb: &OvsdbServer, ports: &str, d: Duration, want: &[String]) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn without_ovn_sb_a_recorded_demotion_is_not_applied_and_the_spec_priorities_return() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    add_chassis(&sb, "node-1", "192.0.2.1");
+    let n2 = add_chassis(&sb, "node-2", "192.0.2.2");
+    let dir = tempfile::tempdir().expect("tmp");
+    write_manifests(dir.path(), None);
+    let pb = add_binding(&sb);
+    // node-2 holds the gateway from the start (node-1 dead all along): demoted once held.
+    claim(&sb, &pb, &n2);
+    let ctl = start(dir.path(), &nb, &sb);
+    wait_for("node-1 demoted", Duration::from_secs(30), || {
+        recorded(&nb) == "node-1"
+    });
+    assert_eq!(programmed(&nb), ["node-1:4", "node-2:10", "node-3:5"]);
+    drop(ctl);
+    // Without --ovn-sb the controller does not know who holds the gateway: it programs the
+    // spec (a returning node-1 then takes the gateway back: the failback preempts).
+    let _ctl = Controller::start(dir.path(), &nb.unix_remote(), &[]);
+    wait_for("the spec's priorities", Duration::from_secs(30), || {
+        programmed(&nb) == spec_priorities()
+    });
+    assert_eq!(recorded(&nb), "");
+}
