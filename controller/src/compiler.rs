@@ -7,6 +7,7 @@
 //! one transaction.
 
 pub mod alloc;
+pub mod demotion;
 pub mod gateways;
 pub mod lb;
 pub mod names;

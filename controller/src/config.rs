@@ -302,6 +302,8 @@ impl Args {
                 svcgw_failover,
                 svcgw_elected: None,
                 underlay_mtu: self.underlay_mtu,
+                eipgw_demotions: BTreeMap::new(),
+                svcgw_demotion: None,
             },
             poll: Duration::from_millis(self.poll_ms.max(10)),
             resync: Duration::from_secs(self.resync_secs.max(1)),

@@ -5,6 +5,7 @@
 pub mod compiler;
 pub mod config;
 pub mod ctl;
+pub mod demotions;
 pub mod dirwatch;
 pub mod error;
 pub mod http;

@@ -361,6 +361,13 @@ async fn next_dir_event(watch: &mut Option<crate::dirwatch::DirWatch>) -> Option
     }
 }
 
+async fn next_demotion(d: &mut Option<crate::demotions::Demotions>) {
+    match d {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_election(
     rx: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
 ) -> Option<String> {
@@ -411,6 +418,8 @@ pub struct Controller {
     summary_stale: bool,
     /// The SB watch's election of the service gateway's chassis (`--ovn-sb`).
     svcgw_election: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// The demotion of failed gateway chassis (`--ovn-sb`).
+    demotions: Option<crate::demotions::Demotions>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -484,11 +493,25 @@ impl Controller {
                 crate::compiler::gateways::svcgw_beacon_cr_port(),
             )
         });
+        // A connection of its own: the demotion watch reads every gateway port, the
+        // election above one.
+        let demotions = (!opts.sb_remotes.is_empty()).then(|| {
+            crate::demotions::Demotions::spawn(
+                opts.sb_remotes.clone(),
+                opts.nb_tls.clone(),
+                if opts.resolve.svcgw_failover {
+                    opts.resolve.svcgw_chassis.clone()
+                } else {
+                    std::collections::BTreeMap::new()
+                },
+            )
+        });
         if svcgw_election.is_none() && opts.resolve.svcgw_chassis.len() > 1 {
             tracing::info!(chassis = ?opts.resolve.svcgw_chassis, "no --ovn-sb: the service gateway is pinned to the highest-priority chassis; the others are not standbys");
         }
         Ok(Controller {
             svcgw_election,
+            demotions,
             source,
             sink,
             gate,
@@ -661,6 +684,7 @@ impl Controller {
         // Cluster mode gets verdicts from NetworkProbe watches: no files to poll.
         let probe_verdicts = self.watch_probe_verdicts();
         let mut election = self.svcgw_election.take();
+        let mut demotions = self.demotions.take();
         let mut dir_watch = self.watch_dir();
         tokio::pin!(shutdown);
         loop {
@@ -691,6 +715,9 @@ impl Controller {
                         dirty = true;
                     }
                 }
+                // SB moved a gateway port, or a holder has now held it long enough: the
+                // demotions are decided again below.
+                () = next_demotion(&mut demotions) => {}
                 Some(first) = changes.recv() => {
                     // NB changed: a service's load balancer (our own write echoed back, or
                     // someone else's edit) is planned again on its own; anything else is
@@ -724,7 +751,24 @@ impl Controller {
                 // A standby keeps its caches warm: ready once they are synced.
                 let synced = self.source_synced();
                 self.metrics.synced.store(synced, Ordering::Relaxed);
+                if let Some(d) = &mut demotions {
+                    // A new leader reads the demotions from NB again.
+                    d.reload();
+                }
                 continue;
+            }
+            if let Some(d) = &mut demotions
+                && self.source_synced()
+            {
+                d.update(&self.store, &self.cache.snapshot());
+                let (eip, svcgw) = (d.eip(), d.svcgw());
+                let config = &mut self.resolver.config;
+                if eip != config.eipgw_demotions || svcgw != config.svcgw_demotion {
+                    config.eipgw_demotions = eip;
+                    config.svcgw_demotion = svcgw;
+                    self.full = true;
+                    dirty = true;
+                }
             }
             if last_pass.elapsed() >= self.opts.resync
                 || retry_at.is_some_and(|t| Instant::now() >= t)

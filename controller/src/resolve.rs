@@ -70,6 +70,12 @@ pub struct Config {
     pub svcgw_elected: Option<String>,
     /// The underlay MTU; pods get it minus [`GENEVE_OVERHEAD`] unless their Subnet says.
     pub underlay_mtu: u32,
+    /// EIP gateways' demoted chassis (`crate::demotions`, only with `--ovn-sb`), applied
+    /// to their priorities while their basis holds.
+    pub eipgw_demotions: BTreeMap<String, crate::compiler::demotion::Demotion>,
+    /// The service gateway's demoted chassis (`crate::demotions`, with `--ovn-sb`), applied
+    /// to the beacon's priorities while `--svcgw-chassis` is what it was decided for.
+    pub svcgw_demotion: Option<crate::compiler::demotion::Demotion>,
 }
 
 impl Default for Config {
@@ -82,7 +88,26 @@ impl Default for Config {
             svcgw_failover: false,
             svcgw_elected: None,
             underlay_mtu: 1500,
+            eipgw_demotions: BTreeMap::new(),
+            svcgw_demotion: None,
         }
+    }
+}
+
+/// An EIP gateway's chassis priorities as programmed: the spec's, with `demotion` applied.
+fn eipgw_chassis(
+    gw: &ycloud_crds::EipGateway,
+    demotion: Option<&crate::compiler::demotion::Demotion>,
+) -> BTreeMap<String, u16> {
+    let spec: BTreeMap<String, u16> = gw
+        .spec
+        .gateway_chassis
+        .iter()
+        .map(|c| (c.name.clone(), c.priority))
+        .collect();
+    match demotion {
+        Some(d) => crate::compiler::demotion::effective(&spec, &d.demoted),
+        None => spec,
     }
 }
 
@@ -1363,12 +1388,15 @@ impl Resolver {
                 router: Some(eip_router_name(name)),
                 allocated,
                 available: pool_size.saturating_sub(allocated),
-                active_chassis: gw
-                    .spec
-                    .gateway_chassis
-                    .iter()
-                    .max_by_key(|c| c.priority)
-                    .map(|c| c.name.clone()),
+                active_chassis: crate::compiler::demotion::top(&eipgw_chassis(
+                    gw,
+                    self.eipgw_demotion(name, gw),
+                ))
+                .map(str::to_owned),
+                demoted_chassis: self
+                    .eipgw_demotion(name, gw)
+                    .map(|d| d.demoted.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             });
             let problem = match result {
@@ -2066,6 +2094,50 @@ impl Resolver {
         (ports, counts, targets)
     }
 
+    /// [`gateways::service_gateway_rows_ha`] with the service gateway's demotion applied to
+    /// the beacon's priorities and recorded on the beacon router, while `--svcgw-chassis`
+    /// is still what it was decided for (else those priorities: the failback).
+    fn service_gateway_rows_demoted(
+        &self,
+        attachments: &[ServiceGatewayAttachment],
+    ) -> Result<DesiredGateway, gateways::GatewayError> {
+        let spec = &self.config.svcgw_chassis;
+        let demotion = self
+            .config
+            .svcgw_demotion
+            .as_ref()
+            .filter(|d| d.basis == crate::demotions::svcgw_basis(spec));
+        let chassis = match demotion {
+            Some(d) => crate::compiler::demotion::effective(spec, &d.demoted),
+            None => spec.clone(),
+        };
+        let mut rows = gateways::service_gateway_rows_ha(
+            &chassis,
+            self.config.svcgw_elected.as_deref(),
+            attachments,
+        )?;
+        if let (Some(d), Some(r)) = (
+            demotion,
+            rows.routers.get_mut(gateways::SVCGW_BEACON_ROUTER),
+        ) {
+            r.external_ids.extend(d.external_ids());
+        }
+        Ok(rows)
+    }
+
+    /// `gw`'s demotion, if one is recorded and its basis still holds (else the operator
+    /// failed back, or the spec changed: the spec's priorities).
+    fn eipgw_demotion(
+        &self,
+        name: &str,
+        gw: &ycloud_crds::EipGateway,
+    ) -> Option<&crate::compiler::demotion::Demotion> {
+        self.config
+            .eipgw_demotions
+            .get(name)
+            .filter(|d| d.basis == crate::demotions::basis_of(gw))
+    }
+
     /// One EIP gateway's rows, and the uplinks of the VPCs behind it.
     fn eip_gateway(
         &mut self,
@@ -2077,17 +2149,13 @@ impl Resolver {
         desired_vpcs: &mut BTreeMap<String, DesiredVpc>,
     ) -> Result<DesiredGateway, Problem> {
         let transit = self.transit_for(name, vpcs)?;
+        let demotion = self.eipgw_demotion(name, gw);
         let topo = TopoEipGateway {
             name: name.to_owned(),
             external: gw.spec.external_network.address_with_prefix(),
             upstream: Some(gw.spec.external_network.gateway),
             network_name: gw.spec.external_network.localnet.clone(),
-            chassis: gw
-                .spec
-                .gateway_chassis
-                .iter()
-                .map(|c| (c.name.clone(), c.priority))
-                .collect(),
+            chassis: eipgw_chassis(gw, demotion),
             transit,
         };
         let attached: Vec<String> = eips_by_vpc.keys().cloned().collect();
@@ -2117,8 +2185,13 @@ impl Resolver {
                 egress,
             });
         }
-        let rows = gateways::eip_gateway_rows(&topo, &attachments)
+        let mut rows = gateways::eip_gateway_rows(&topo, &attachments)
             .map_err(|e| Problem::new("BuildFailed", e.to_string()))?;
+        // The record of the demotion lives with the priorities it explains: a restarted
+        // controller reads it back (`crate::demotions`) instead of repairing them.
+        if let (Some(d), Some(r)) = (demotion, rows.routers.get_mut(&eip_router_name(name))) {
+            r.external_ids.extend(d.external_ids());
+        }
         for a in &attachments {
             if let Some(d) = desired_vpcs.get_mut(&a.vpc) {
                 gateways::add_eip_uplink(d, &topo, a)
@@ -2235,11 +2308,7 @@ impl Resolver {
             })
             .collect();
         let rows = if self.config.svcgw_failover {
-            gateways::service_gateway_rows_ha(
-                &self.config.svcgw_chassis,
-                self.config.svcgw_elected.as_deref(),
-                &attachments,
-            )
+            self.service_gateway_rows_demoted(&attachments)
         } else {
             gateways::service_gateway_rows(&self.config.svcgw_chassis, &attachments)
         }

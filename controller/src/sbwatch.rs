@@ -193,6 +193,87 @@ pub fn spawn(
     rx
 }
 
+/// Every claimed `chassisredirect` port in SB: logical port → the holder's chassis name.
+pub fn holders(snap: &Snapshot) -> BTreeMap<String, String> {
+    snap.rows(PORT_BINDING)
+        .filter_map(|(_, pb)| {
+            let port = pb.get("logical_port")?.as_atom()?.as_str()?.to_owned();
+            let chassis = pb.get("chassis")?.as_atom()?.as_uuid()?;
+            let name = snap
+                .get(CHASSIS, &chassis)?
+                .get("name")?
+                .as_atom()?
+                .as_str()?;
+            Some((port, name.to_owned()))
+        })
+        .collect()
+}
+
+/// A port's holder and since when the watch has seen it hold the port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub chassis: String,
+    /// When the watch first saw this chassis hold the port: a claim present when the watch
+    /// began counts from then, so a start-up claim has to hold [`SETTLE`] like any other.
+    pub since: tokio::time::Instant,
+}
+
+/// Watches who holds every gateway port (`chassisredirect` binding) in SB, for the
+/// demotion of failed gateway chassis (`crate::demotions`), in a task of its own on a
+/// connection of its own: the receiver sees the map port → [`Held`] after every change
+/// (an unclaimed port is absent). The same retries as [`spawn`].
+pub fn spawn_holders(
+    remotes: Vec<String>,
+    tls: Option<TlsConfig>,
+) -> watch::Receiver<BTreeMap<String, Held>> {
+    let (tx, rx) = watch::channel(BTreeMap::<String, Held>::new());
+    tokio::spawn(async move {
+        let (client, cache) = loop {
+            match connect(&remotes, tls.clone()).await {
+                Ok(c) => break c,
+                Err(e @ SbError::Config(_)) => {
+                    tracing::error!(error = %error_chain(&e), ?remotes, "SB holder watch off: bad --ovn-sb");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), ?remotes, "SB holders not watched yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut changes = cache.subscribe();
+        loop {
+            let now = tokio::time::Instant::now();
+            let seen = holders(&cache.snapshot());
+            tx.send_if_modified(|held| {
+                let next: BTreeMap<String, Held> = seen
+                    .into_iter()
+                    .map(|(port, chassis)| {
+                        let since = match held.get(&port) {
+                            Some(h) if h.chassis == chassis => h.since,
+                            _ => now,
+                        };
+                        (port, Held { chassis, since })
+                    })
+                    .collect();
+                let changed = *held != next;
+                *held = next;
+                changed
+            });
+            // A burst of changes is one look.
+            if changes.recv().await.is_none() {
+                break;
+            }
+            while changes.try_recv().is_ok() {}
+            if tx.is_closed() {
+                break;
+            }
+        }
+        client.close();
+    });
+    rx
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();

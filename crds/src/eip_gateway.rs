@@ -157,6 +157,12 @@ pub struct EipGatewayStatus {
     /// The chassis that currently hosts the external port (from the Southbound Port_Binding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_chassis: Option<String>,
+    /// Chassis the controller demoted below the one that took over after they failed
+    /// (with `--ovn-sb`), so that their return takes nothing back. A new value of the
+    /// annotation `ycloud.io/failback` (or a changed `gatewayChassis`) restores the
+    /// spec's priorities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demoted_chassis: Vec<String>,
 }
 
 #[cfg(test)]

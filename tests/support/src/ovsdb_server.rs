@@ -183,7 +183,10 @@ impl OvsdbServer {
                     read_logs(self.dir.path(), self.generation)
                 )));
             }
-            if sock.exists() {
+            // The socket file exists from the server's bind(), before its listen(): a
+            // connect until then is refused (seen: `ovn-nbctl init` right after start, now
+            // and then under load). A successful connect says the unix remote is up.
+            if sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok() {
                 // The server logs "listening on port N" only for port 0; on a restart with
                 // the known port, a successful connect says it is up.
                 if self.port != 0 {
