@@ -406,6 +406,7 @@ impl Client {
             target,
             method: Mutex::new(MonitorMethod::CondSince),
             started_on: Mutex::new(0),
+            changing: std::sync::atomic::AtomicBool::new(false),
         });
         // Registered first so notifications find it as soon as the server sends them.
         self.inner.lock_monitors().insert(id.clone(), state.clone());
@@ -449,7 +450,9 @@ impl Client {
     }
 
     /// Replaces the conditions/columns of a monitor (`monitor_cond_change`). The server then
-    /// sends the rows that now match and deletes those that no longer do.
+    /// sends the rows that now match and deletes those that no longer do, before its reply:
+    /// when this returns `Ok`, the target holds exactly what the new conditions select. If
+    /// the connection drops first, the monitor is reloaded (not resumed) on the next one.
     pub async fn monitor_cond_change(
         &self,
         handle: &MonitorHandle,
@@ -469,10 +472,16 @@ impl Client {
                 details: Some("the server only speaks plain monitor".into()),
             });
         }
-        // Stored first: if the connection drops now, the resume uses the new conditions.
+        // Stored first: if the connection drops now, the re-created monitor uses the new
+        // conditions, and reloads (see `MonitorState::changing`).
+        state.changing.store(true, Ordering::Release);
         *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = requests.clone();
         let params = json!([state.id, state.id, requests_json(&requests, method)]);
-        self.call("monitor_cond_change", params).await.map(|_| ())
+        let res = self.call("monitor_cond_change", params).await.map(|_| ());
+        if res.is_ok() {
+            state.changing.store(false, Ordering::Release);
+        }
+        res
     }
 
     /// Stops a monitor; its target keeps what it had.
