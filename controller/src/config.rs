@@ -305,6 +305,7 @@ impl Args {
             },
             poll: Duration::from_millis(self.poll_ms.max(10)),
             resync: Duration::from_secs(self.resync_secs.max(1)),
+            defer_echo_min: crate::reconcile::DEFER_ECHO_MIN,
             bfd: BfdTimers {
                 min_rx_ms: self.bfd_min_rx_ms,
                 min_tx_ms: self.bfd_min_tx_ms,
