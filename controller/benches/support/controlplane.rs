@@ -140,6 +140,16 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     pub fn start(w: &Workload, nb: &OvsdbServer, poll_ms: u64) -> ControllerProc {
+        Self::start_with(w, nb, poll_ms, &[])
+    }
+
+    /// [`ControllerProc::start`] with more command-line arguments.
+    pub fn start_with(
+        w: &Workload,
+        nb: &OvsdbServer,
+        poll_ms: u64,
+        extra: &[&str],
+    ) -> ControllerProc {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
@@ -152,6 +162,7 @@ impl ControllerProc {
             .arg(format!("--poll-ms={poll_ms}"))
             .arg(format!("--metrics-addr={metrics}"))
             .arg("--log-format=json")
+            .args(extra)
             // The passes driven by one change log at debug level (one line each), and so do
             // the first pass's phases (reading the source, each transaction's validation,
             // encoding and reply).
