@@ -260,6 +260,11 @@ impl ControllerProc {
             ),
         );
         put("read_source", ms(first("read the source"), "elapsed_ms"));
+        // The deferred echo of the cold start's load balancers (after NB holds them).
+        put(
+            "echo_taken_after",
+            ms(first("load balancers' echo taken"), "elapsed_ms"),
+        );
         let pass = first("reconciled");
         for k in ["resolve", "topology", "plan", "services", "status"] {
             put(k, ms(pass, &format!("{k}_ms")));
