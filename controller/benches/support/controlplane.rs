@@ -379,7 +379,16 @@ fn sock(nb: &OvsdbServer) -> String {
 pub fn raw_request(nb: &OvsdbServer, method: &str, params: Json) -> (Json, Duration) {
     let req = json!({"method": method, "params": params, "id": 1});
     let bytes = serde_json::to_vec(&req).expect("encode");
-    let mut s = UnixStream::connect(sock(nb)).expect("connect raw");
+    // A server just started may log its TCP port before its unix socket listens: the
+    // floor's fresh server was refused now and then.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match UnixStream::connect(sock(nb)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("connect raw to {}: {e}", sock(nb)),
+        }
+    };
     let t = Instant::now();
     s.write_all(&bytes).expect("write");
     // Buffered, as any real client reads.
