@@ -18,7 +18,10 @@
 //! variant reports the cold start against its own floor and the first pass, not the
 //! `ovn-nbctl` baseline or the idle figures (the same as `allocated`).
 //!
-//! Arguments (after `--`): `--quick`; `--sizes=1000,10000`; `--variants=allocated,fixed`;
+//! Variant `echo` is `fixed` with `--defer-echo-min=0`: the controller takes the echo of
+//! its load balancers during the write, as before session 5 (a same-run before/after).
+//!
+//! Arguments (after `--`): `--quick`; `--sizes=1000,10000`; `--variants=allocated,fixed,echo`;
 //! `--idle-secs=N` (0: no idle window).
 
 #[path = "support/controlplane.rs"]
@@ -82,22 +85,30 @@ fn main() {
         for variant in &variants {
             match variant.as_str() {
                 "allocated" => allocated(n, idle, sample, &mut lines),
-                "fixed" => fixed(n, &mut lines),
-                other => panic!("--variants: unknown variant {other:?} (allocated, fixed)"),
+                "fixed" => fixed(n, &[], &mut lines),
+                "echo" => fixed(n, &["--defer-echo-min=0"], &mut lines),
+                other => panic!("--variants: unknown variant {other:?} (allocated, fixed, echo)"),
             }
         }
     }
     table(&lines);
 }
 
-/// Cold start with every cluster IP written in the manifests.
-fn fixed(n: usize, lines: &mut Vec<Line>) {
+/// Cold start with every cluster IP written in the manifests; with `extra` arguments of
+/// the controller (variant `echo`: `--defer-echo-min=0`, the load balancers' echo taken
+/// during the write as before session 5, for a same-run comparison).
+fn fixed(n: usize, extra: &[&str], lines: &mut Vec<Line>) {
     let first_line = lines.len();
     let w = Workload::write(n);
     fix_cluster_ips(&w);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
     let t = Instant::now();
-    let c = ControllerProc::start(&w, &nb, 500);
+    let c = ControllerProc::start_with(&w, &nb, 500, extra);
+    let suffix = if extra.is_empty() {
+        ""
+    } else {
+        "_echo_in_write"
+    };
     wait_for_lb(&nb, n - 1);
     let ours = t.elapsed();
     let synced = proc_stat(c.pid());
@@ -109,7 +120,7 @@ fn fixed(n: usize, lines: &mut Vec<Line>) {
     let params = json!({"services": n, "backends": BACKENDS, "ports": 2, "subnets": SUBNETS,
         "cluster_ips": "fixed"});
     lines.push(Line {
-        name: "sync.cold_start_fixed_ips".into(),
+        name: format!("sync.cold_start_fixed_ips{suffix}"),
         params,
         value: ms(ours),
         unit: "ms",
@@ -119,7 +130,7 @@ fn fixed(n: usize, lines: &mut Vec<Line>) {
     });
     if let Some(first) = passes.first() {
         lines.push(Line {
-            name: "sync.first_pass_fixed_ips".into(),
+            name: format!("sync.first_pass_fixed_ips{suffix}"),
             params: json!({"services": n, "resolve_ms": first[1], "status_ms": first[2],
                 "ops": first[3], "request_bytes": bytes, "steady": steady,
                 "rss_at_sync_mib": synced.rss_kib / 1024, "phases_ms": phases}),

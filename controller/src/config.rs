@@ -86,6 +86,10 @@ pub struct Args {
     /// A full reconcile at least this often, in seconds.
     #[arg(long, env = "YCLOUD_RESYNC_SECS", default_value_t = 60)]
     pub resync_secs: u64,
+    /// A full pass that inserts at least this many load balancers (a cold start) keeps
+    /// their echo out of the NB cache's monitor until the write is committed; 0: never.
+    #[arg(long, env = "YCLOUD_DEFER_ECHO_MIN", default_value_t = crate::reconcile::DEFER_ECHO_MIN)]
+    pub defer_echo_min: usize,
     /// Service-gateway chassis, `NAME[:PRIORITY]`, repeatable (needed for CrossVPC services).
     #[arg(long, env = "YCLOUD_SVCGW_CHASSIS", value_delimiter = ',')]
     pub svcgw_chassis: Vec<String>,
@@ -307,6 +311,10 @@ impl Args {
             },
             poll: Duration::from_millis(self.poll_ms.max(10)),
             resync: Duration::from_secs(self.resync_secs.max(1)),
+            defer_echo_min: match self.defer_echo_min {
+                0 => usize::MAX,
+                n => n,
+            },
             bfd: BfdTimers {
                 min_rx_ms: self.bfd_min_rx_ms,
                 min_tx_ms: self.bfd_min_tx_ms,

@@ -52,7 +52,14 @@ pub struct Options {
     pub resync: Duration,
     /// BFD timers kept in `NB_Global` (gateway failover speed); unset ones are left alone.
     pub bfd: crate::compiler::gateways::BfdTimers,
+    /// A full pass that inserts at least this many load balancers defers their echo: see
+    /// `Controller::defer_lb_echo`. `usize::MAX`: never.
+    pub defer_echo_min: usize,
 }
+
+/// [`Options::defer_echo_min`] by default: a cold start of 1,000 services and up (below,
+/// the echo costs the server a few ms).
+pub const DEFER_ECHO_MIN: usize = 1_000;
 
 /// Whether this replica may write to NB and the API server now: always in manifest mode,
 /// only while it holds the Lease in cluster mode. Checked before every write, so a leader
@@ -180,6 +187,8 @@ pub struct Metrics {
     pub txn_ops: AtomicU64,
     pub txn_bytes: AtomicU64,
     pub txn_micros: AtomicU64,
+    /// Full passes that deferred the echo of the load balancers they wrote (a cold start).
+    pub deferred_echoes: AtomicU64,
     pub objects: AtomicU64,
     pub nb_rows: AtomicU64,
     pub nb_connected: AtomicBool,
@@ -205,6 +214,7 @@ impl Metrics {
              # TYPE ycloud_nb_transaction_ops_total counter\nycloud_nb_transaction_ops_total {}\n\
              # TYPE ycloud_nb_transaction_bytes_total counter\nycloud_nb_transaction_bytes_total {}\n\
              # TYPE ycloud_nb_transaction_seconds_total counter\nycloud_nb_transaction_seconds_total {:.6}\n\
+             # TYPE ycloud_nb_deferred_echoes_total counter\nycloud_nb_deferred_echoes_total {}\n\
              # TYPE ycloud_objects gauge\nycloud_objects {}\n\
              # TYPE ycloud_nb_cache_rows gauge\nycloud_nb_cache_rows {}\n\
              # TYPE ycloud_nb_connected gauge\nycloud_nb_connected {}\n\
@@ -220,6 +230,7 @@ impl Metrics {
             g(&self.txn_ops),
             g(&self.txn_bytes),
             g(&self.txn_micros) as f64 / 1e6,
+            g(&self.deferred_echoes),
             g(&self.objects),
             g(&self.nb_rows),
             b(&self.nb_connected),
@@ -388,6 +399,8 @@ async fn next_election(
 pub struct Controller {
     opts: Options,
     client: Client,
+    /// The NB cache's monitor (its `Load_Balancer` condition is narrowed during a big write).
+    monitor: ycloud_ovsdb::client::MonitorHandle,
     cache: Cache,
     source: Source,
     store: Store,
@@ -478,7 +491,7 @@ impl Controller {
                 .map_err(Error::Schema)?,
         );
         let cache = nb::cache(schema).map_err(Error::Cache)?;
-        client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
+        let monitor = client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
         metrics.nb_connected.store(true, Ordering::Relaxed);
         tracing::debug!(
             elapsed_ms = connect_started.elapsed().as_millis() as u64,
@@ -518,6 +531,7 @@ impl Controller {
             resolver: Resolver::new(opts.resolve.clone()),
             opts,
             client,
+            monitor,
             cache,
             store: Store::default(),
             broken: BTreeSet::new(),
@@ -808,6 +822,93 @@ impl Controller {
         }
         self.client.close();
         Ok(())
+    }
+
+    /// Before a big write of new load balancers (a cold start): narrows the cache's monitor
+    /// of `Load_Balancer` to the rows it already holds, so that the server does not build
+    /// and send the echo of every new row (a ~9 MB `update2` at 10,000 services, which it
+    /// sends before the transaction's reply: ~40 % of the transaction's time) while NB
+    /// waits for it. [`Controller::take_lb_echo`] widens it again right after. Returns
+    /// whether it narrowed.
+    async fn defer_lb_echo(&self, plans: &[(Owner, Plan)]) -> bool {
+        let new_lbs = plans
+            .iter()
+            .flat_map(|(_, p)| &p.ops)
+            .filter(|op| matches!(op, Operation::Insert { table, .. } if table == "Load_Balancer"))
+            .count();
+        if new_lbs < self.opts.defer_echo_min || !self.gate.is_open() {
+            return false;
+        }
+        let Some(mut requests) = self.client.monitor_requests(&self.monitor) else {
+            return false;
+        };
+        let Some(lb) = requests.get_mut("Load_Balancer") else {
+            return false;
+        };
+        // Every row the cache holds stays selected (no deletes come back); new rows are not.
+        let held: Vec<serde_json::Value> = self
+            .cache
+            .snapshot()
+            .rows("Load_Balancer")
+            .map(|(u, _)| serde_json::json!(["_uuid", "==", ["uuid", u.to_string()]]))
+            .collect();
+        lb.where_ = Some(if held.is_empty() {
+            serde_json::json!([false])
+        } else {
+            serde_json::Value::Array(held)
+        });
+        match self
+            .client
+            .monitor_cond_change(&self.monitor, requests)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.deferred_echoes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    new_lbs,
+                    "load balancers' echo deferred until after the write"
+                );
+                true
+            }
+            Err(e) => {
+                // Nothing lost: the write goes ahead with the echo, as below the threshold.
+                tracing::warn!(error = %e, "could not defer the load balancers' echo");
+                self.take_lb_echo().await;
+                false
+            }
+        }
+    }
+
+    /// Widens the cache's `Load_Balancer` monitor to every row again: the server sends the
+    /// rows written meanwhile (and anyone else's) before its reply, so the cache equals NB
+    /// when this returns, and every row arrives as a change (the pass after verifies them,
+    /// as it does the echo of any write). If the connection drops first, the client reloads
+    /// the monitor on the next one and the reconnect makes the next pass a full one.
+    async fn take_lb_echo(&self) {
+        let started = Instant::now();
+        let Some(mut requests) = self.client.monitor_requests(&self.monitor) else {
+            return;
+        };
+        if let Some(lb) = requests.get_mut("Load_Balancer") {
+            lb.where_ = None;
+        }
+        match self
+            .client
+            .monitor_cond_change(&self.monitor, requests)
+            .await
+        {
+            Ok(()) => tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                rows = self.cache.snapshot().len("Load_Balancer"),
+                "load balancers' echo taken"
+            ),
+            Err(e) => {
+                // The cache may miss rows: never plan on it. A reconnect reloads it
+                // (`MonitorState::changing`) and makes the next pass a full one.
+                tracing::warn!(error = %e, "widening the load balancers' monitor failed; reloading NB");
+                self.client.reconnect();
+            }
+        }
     }
 
     /// Sends one phase's plans: together, and one by one if that fails.
@@ -1176,8 +1277,12 @@ impl Controller {
         }
         let plan_ms = plan_started.elapsed().as_millis() as u64;
         let services_started = Instant::now();
+        let deferred = self.defer_lb_echo(&plans).await;
         ops += self.apply(plans, &mut results).await;
         let services_ms = services_started.elapsed().as_millis() as u64;
+        if deferred {
+            self.take_lb_echo().await;
+        }
 
         // Status.
         report.ops = ops;
@@ -1663,6 +1768,8 @@ mod tests {
             poll,
             resync: Duration::from_secs(3600),
             bfd: Default::default(),
+            // Every full pass that inserts a load balancer takes the deferred path.
+            defer_echo_min: 1,
         }
     }
 
@@ -1790,6 +1897,99 @@ mod tests {
         let report = fresh.pass().await;
         assert_eq!(report.ops, 0, "{report:?}");
         assert!(report.failed.is_empty(), "{report:?}");
+        fresh.client.close();
+        client.close();
+    }
+
+    /// Load balancer name → how many rows carry it, and the rows' uuids, in a cache.
+    fn lb_rows(cache: &Cache) -> (BTreeMap<String, usize>, BTreeSet<String>) {
+        let snap = cache.snapshot();
+        let mut names = BTreeMap::new();
+        let mut uuids = BTreeSet::new();
+        for (u, r) in snap.rows("Load_Balancer") {
+            let name = r
+                .get("name")
+                .and_then(|v| v.as_atom())
+                .and_then(|a| a.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            *names.entry(name).or_insert(0) += 1;
+            uuids.insert(u.to_string());
+        }
+        (names, uuids)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cold_start_that_defers_its_echo_ends_with_the_cache_equal_to_nb_and_drift_repaired()
+    {
+        let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+        let dir = tempfile::tempdir().expect("tmp");
+        let status = dir.path().join(".status");
+        write(dir.path(), "00-topology.yaml", TOPOLOGY);
+        write(dir.path(), "services.yaml", &services("10.16.0.10"));
+        write(dir.path(), "pods.yaml", &pods("b"));
+        let opts = test_options(dir.path(), status, &nb, Duration::from_millis(10));
+        let metrics = Arc::new(Metrics::default());
+        let (stop, run) = start_loop(opts.clone(), &metrics).await;
+        let (client, cache) = nb_view(&nb).await;
+        wait_until("5 load balancers", || lbs(&cache).len() == 5).await;
+        settle(&metrics).await;
+        assert_eq!(metrics.deferred_echoes.load(Ordering::Relaxed), 1);
+        // A cache that missed its own rows would have planned them again: duplicates.
+        let (names, _) = lb_rows(&cache);
+        assert!(names.values().all(|n| *n == 1), "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+
+        // Drift after the deferred echo: repaired, so the cache sees our rows' changes.
+        let lb = |s: &str| format!("ysvc:t/{s}:tcp:cluster");
+        let good = lbs(&cache)[&lb("svc-2")].clone();
+        let svc2 = cache
+            .snapshot()
+            .rows("Load_Balancer")
+            .find(|(_, r)| {
+                r.get("name")
+                    .and_then(|v| v.as_atom())
+                    .and_then(|a| a.as_str())
+                    == Some(lb("svc-2").as_str())
+            })
+            .map(|(u, _)| *u)
+            .expect("svc-2's load balancer");
+        client
+            .transact(&[ycloud_ovsdb::ops::update(
+                "Load_Balancer",
+                svc2,
+                [(
+                    "vips".to_owned(),
+                    ycloud_ovsdb::value::Value::map([("10.96.9.9:80", "10.0.0.66:80")]),
+                )]
+                .into(),
+            )])
+            .await
+            .expect("drift");
+        wait_until("drift repaired", || lbs(&cache)[&lb("svc-2")] == good).await;
+        settle(&metrics).await;
+        let _ = stop.send(());
+        run.await.expect("join").expect("run");
+
+        // A restart onto NB that holds rows already, with more services: the rows held stay
+        // selected while the new ones are written; afterwards the cache equals NB.
+        let more = services("10.16.0.10")
+            .replace("name: svc-", "name: more-svc-")
+            .replace("name: sel-", "name: more-sel-");
+        write(dir.path(), "more.yaml", &more);
+        let fresh_metrics = Arc::new(Metrics::default());
+        let mut fresh = Controller::connect(opts, fresh_metrics.clone())
+            .await
+            .expect("connect");
+        assert!(fresh.refresh());
+        let report = fresh.pass().await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(fresh_metrics.deferred_echoes.load(Ordering::Relaxed), 1);
+        wait_until("10 load balancers", || lbs(&cache).len() == 10).await;
+        let (names, uuids) = lb_rows(&cache);
+        assert!(names.values().all(|n| *n == 1), "{names:?}");
+        assert_eq!(lb_rows(&fresh.cache), (names, uuids), "the cache equals NB");
+        assert_eq!(fresh.pass().await.ops, 0, "nothing left to do");
         fresh.client.close();
         client.close();
     }

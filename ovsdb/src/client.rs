@@ -406,6 +406,7 @@ impl Client {
             target,
             method: Mutex::new(MonitorMethod::CondSince),
             started_on: Mutex::new(0),
+            changing: std::sync::atomic::AtomicBool::new(false),
         });
         // Registered first so notifications find it as soon as the server sends them.
         self.inner.lock_monitors().insert(id.clone(), state.clone());
@@ -448,8 +449,22 @@ impl Client {
         self.monitor(requests, Arc::new(cache.clone())).await
     }
 
-    /// Replaces the conditions/columns of a monitor (`monitor_cond_change`). The server then
-    /// sends the rows that now match and deletes those that no longer do.
+    /// What a monitor currently asks for (after any condition change); `None` once cancelled.
+    pub fn monitor_requests(&self, handle: &MonitorHandle) -> Option<MonitorRequests> {
+        let state = self.inner.lock_monitors().get(&handle.id).cloned()?;
+        let requests = state
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(requests)
+    }
+
+    /// Replaces the conditions of a monitor (`monitor_cond_change`; `requests` is the whole
+    /// set, the same tables and columns as before, `where_: None` for all rows). The server then
+    /// sends the rows that now match and deletes those that no longer do, before its reply:
+    /// when this returns `Ok`, the target holds exactly what the new conditions select. If
+    /// the connection drops first, the monitor is reloaded (not resumed) on the next one.
     pub async fn monitor_cond_change(
         &self,
         handle: &MonitorHandle,
@@ -469,10 +484,45 @@ impl Client {
                 details: Some("the server only speaks plain monitor".into()),
             });
         }
-        // Stored first: if the connection drops now, the resume uses the new conditions.
-        *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = requests.clone();
-        let params = json!([state.id, state.id, requests_json(&requests, method)]);
-        self.call("monitor_cond_change", params).await.map(|_| ())
+        // Only the tables whose conditions change go on the wire, each with an explicit
+        // `where` (ovsdb-server 3.1 closes the connection on a table without one) and no
+        // `columns` (a monitor's columns cannot change).
+        let mut wire = MonitorRequests::new();
+        {
+            let current = state.requests.lock().unwrap_or_else(|e| e.into_inner());
+            for (table, new) in &requests {
+                let old = current.get(table);
+                if old.map(|o| &o.columns) != Some(&new.columns) {
+                    return Err(Error::Schema(format!(
+                        "monitor {}: table {table}: a condition change cannot add a table or change its columns",
+                        handle.id
+                    )));
+                }
+                if old.map(|o| &o.where_) != Some(&new.where_) {
+                    let where_ = new.where_.clone().unwrap_or_else(|| json!([true]));
+                    wire.insert(
+                        table.clone(),
+                        TableMonitor {
+                            columns: None,
+                            where_: Some(where_),
+                        },
+                    );
+                }
+            }
+        }
+        if wire.is_empty() {
+            return Ok(());
+        }
+        // Stored first: if the connection drops now, the re-created monitor uses the new
+        // conditions, and reloads (see `MonitorState::changing`).
+        state.changing.store(true, Ordering::Release);
+        *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = requests;
+        let params = json!([state.id, state.id, requests_json(&wire, method)]);
+        let res = self.call("monitor_cond_change", params).await.map(|_| ());
+        if res.is_ok() {
+            state.changing.store(false, Ordering::Release);
+        }
+        res
     }
 
     /// Stops a monitor; its target keeps what it had.

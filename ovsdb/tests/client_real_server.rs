@@ -442,6 +442,61 @@ async fn changing_monitor_conditions_adds_matching_rows_and_removes_the_others()
     .await;
 }
 
+/// A `Logical_Switch` monitor request with `where_` as its condition.
+fn switches_where(where_: Option<serde_json::Value>) -> MonitorRequests {
+    [(
+        "Logical_Switch".to_string(),
+        TableMonitor {
+            columns: None,
+            where_,
+        },
+    )]
+    .into()
+}
+
+fn switch_cache() -> Cache {
+    let mut mon = BTreeMap::new();
+    mon.insert("Logical_Switch".to_string(), None);
+    Cache::new(nb_schema(), mon).unwrap()
+}
+
+async fn insert_switches(c: &Client, names: impl Iterator<Item = String>) {
+    let ops: Vec<Operation> = names
+        .enumerate()
+        .map(|(i, n)| {
+            ops::insert(
+                "Logical_Switch",
+                row(&[("name", n.into())]),
+                format!("s{i}"),
+            )
+        })
+        .collect();
+    c.transact(&ops).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_widened_condition_adds_are_in_the_cache_when_monitor_cond_change_returns() {
+    // The controller's cold start relies on this: it excludes the rows it writes, then
+    // widens the condition again and plans on the cache right after the call returns.
+    let server = OvsdbServer::start(SchemaFile::Nb).unwrap();
+    let (c, _events) = client(server.unix_remote()).await;
+    let cache = switch_cache();
+    let m = c
+        .monitor(
+            switches_where(Some(json!([false]))),
+            Arc::new(cache.clone()),
+        )
+        .await
+        .unwrap();
+    insert_switches(&c, (0..3_000).map(|i| format!("s{i}"))).await;
+    assert_eq!(cache.snapshot().len("Logical_Switch"), 0, "excluded rows");
+    c.monitor_cond_change(&m, switches_where(None))
+        .await
+        .unwrap();
+    // No waiting: the server sends the rows before its reply.
+    assert_eq!(cache.snapshot().len("Logical_Switch"), 3_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_kill_and_restart_the_cache_reloads_and_equals_the_server() {
     let mut server = OvsdbServer::start(SchemaFile::Nb).unwrap();

@@ -140,6 +140,16 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     pub fn start(w: &Workload, nb: &OvsdbServer, poll_ms: u64) -> ControllerProc {
+        Self::start_with(w, nb, poll_ms, &[])
+    }
+
+    /// [`ControllerProc::start`] with more command-line arguments.
+    pub fn start_with(
+        w: &Workload,
+        nb: &OvsdbServer,
+        poll_ms: u64,
+        extra: &[&str],
+    ) -> ControllerProc {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
@@ -152,6 +162,7 @@ impl ControllerProc {
             .arg(format!("--poll-ms={poll_ms}"))
             .arg(format!("--metrics-addr={metrics}"))
             .arg("--log-format=json")
+            .args(extra)
             // The passes driven by one change log at debug level (one line each), and so do
             // the first pass's phases (reading the source, each transaction's validation,
             // encoding and reply).
@@ -249,6 +260,11 @@ impl ControllerProc {
             ),
         );
         put("read_source", ms(first("read the source"), "elapsed_ms"));
+        // The deferred echo of the cold start's load balancers (after NB holds them).
+        put(
+            "echo_taken_after",
+            ms(first("load balancers' echo taken"), "elapsed_ms"),
+        );
         let pass = first("reconciled");
         for k in ["resolve", "topology", "plan", "services", "status"] {
             put(k, ms(pass, &format!("{k}_ms")));
@@ -363,7 +379,16 @@ fn sock(nb: &OvsdbServer) -> String {
 pub fn raw_request(nb: &OvsdbServer, method: &str, params: Json) -> (Json, Duration) {
     let req = json!({"method": method, "params": params, "id": 1});
     let bytes = serde_json::to_vec(&req).expect("encode");
-    let mut s = UnixStream::connect(sock(nb)).expect("connect raw");
+    // A server just started may log its TCP port before its unix socket listens: the
+    // floor's fresh server was refused now and then.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match UnixStream::connect(sock(nb)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("connect raw to {}: {e}", sock(nb)),
+        }
+    };
     let t = Instant::now();
     s.write_all(&bytes).expect("write");
     // Buffered, as any real client reads.

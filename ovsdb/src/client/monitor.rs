@@ -144,6 +144,11 @@ pub(super) struct MonitorState {
     /// Serial of the connection this monitor was last created on: `Client::monitor` and a
     /// reconnect can race to create it, and the server refuses a duplicate monitor id.
     pub(super) started_on: Mutex<u64>,
+    /// A `monitor_cond_change` was sent and its reply not seen yet: the rows its new
+    /// conditions add may not be in the target. A resume (`monitor_cond_since` with the last
+    /// transaction id) only sends what changed since, never rows that were there already but
+    /// excluded, so until the reply the next re-creation reloads everything.
+    pub(super) changing: std::sync::atomic::AtomicBool,
 }
 
 /// A monitor created by [`Client::monitor`]; it keeps feeding its target until cancelled.
@@ -176,7 +181,11 @@ pub(super) async fn start_monitor(
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let reqs = requests_json(&requests, method);
-        let last = state.target.last_txn_id();
+        let last = if state.changing.load(Ordering::Acquire) {
+            None
+        } else {
+            state.target.last_txn_id()
+        };
         let (name, params) = match method {
             MonitorMethod::CondSince => (
                 "monitor_cond_since",
@@ -210,6 +219,10 @@ pub(super) async fn start_monitor(
         match outcome {
             Ok(resumed) => {
                 *state.method.lock().unwrap_or_else(|e| e.into_inner()) = method;
+                if !resumed {
+                    // Reloaded with the current conditions: nothing is missing any more.
+                    state.changing.store(false, Ordering::Release);
+                }
                 let counter = if resumed {
                     &inner.stats.resumed_monitors
                 } else {
