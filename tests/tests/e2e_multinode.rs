@@ -269,6 +269,40 @@ fn crash_line(c: &Cluster, k: u8) -> String {
         .to_owned()
 }
 
+/// Node `k`'s OpenFlow flow count per logical datapath (`metadata=0x<tunnel key>`), with
+/// the datapath's name from SB.
+fn flow_counts(c: &Cluster, k: u8) -> String {
+    let flows =
+        c.sb.node_tool(
+            k,
+            &["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int"],
+        )
+        .unwrap_or_default();
+    let dps =
+        c.sb.sbctl(&[
+            "--format=csv",
+            "--no-headings",
+            "--columns=tunnel_key,external_ids",
+            "list",
+            "Datapath_Binding",
+        ])
+        .unwrap_or_default();
+    dps.lines()
+        .map(|l| {
+            let (key, ids) = l.split_once(',').unwrap_or((l, ""));
+            let key: u64 = key.trim().parse().unwrap_or(0);
+            let n = flows
+                .lines()
+                .filter(|f| {
+                    f.contains(&format!("metadata=0x{key:x},"))
+                        || f.contains(&format!("metadata=0x{key:x} "))
+                })
+                .count();
+            format!("{key:>4} {n:>5} {ids}\n")
+        })
+        .collect()
+}
+
 /// The chassis `yc-svcgw` is pinned to in NB.
 fn svcgw_pinned(c: &Cluster) -> String {
     c.sb.nbctl(&["get", "Logical_Router", "yc-svcgw", "options:chassis"])
@@ -402,9 +436,54 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
                 "Datapath_Binding",
             ])
             .unwrap_or_default();
+        let counts = flow_counts(&c, 1);
+        let of0 =
+            c.sb.node_tool(
+                1,
+                &[
+                    "ovs-ofctl",
+                    "-O",
+                    "OpenFlow15",
+                    "dump-flows",
+                    "br-int",
+                    "table=0",
+                ],
+            )
+            .unwrap_or_default();
+        let zones =
+            c.sb.node_tool(1, &["ovn-appctl", "-t", "ovn-controller", "ct-zone-list"])
+                .unwrap_or_default();
+        if std::env::var_os("YCLOUD_FLAKE_PAUSE").is_some() {
+            eprintln!("FLAKE PAUSE: sandbox {} ; touch /tmp/flake-continue", c.sb.dir().display());
+            let t = Instant::now();
+            while !std::path::Path::new("/tmp/flake-continue").exists() && t.elapsed().as_secs() < 1500 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let _ = std::fs::remove_file("/tmp/flake-continue");
+        }
+        // investigation (flake): does a full recompute on node 1 heal it?
+        let keep = std::path::PathBuf::from(format!("/tmp/flake-logs/{}", now() as u64));
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(c.sb.log_dir())
+            .arg(&keep)
+            .status();
+        let _ = c.sb.node_tool(
+            1,
+            &["ovn-appctl", "-t", "ovn-controller", "inc-engine/recompute"],
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let healed = warm(client_b, VIP, Duration::from_secs(10));
+        let counts_after = flow_counts(&c, 1);
         panic!(
             "cross-VPC before: {e}\nnode 1 datapath:\n{dp}\ntrace:\n{trace}\n\
-             l3gateway bindings:\n{bindings}\ndatapaths:\n{datapaths}"
+             l3gateway bindings:\n{bindings}\ndatapaths:\n{datapaths}\n\
+             node 1 flows per datapath:\n{counts}\nnode 1 table 0:\n{of0}\n\
+             node 1 ct zones:\n{zones}\nafter recompute on node 1: {healed:?}\n\
+             node 1 flows per datapath after:\n{counts_after}\nlogs kept in {}\n{}",
+            keep.display(),
+            c.diagnostics()
         )
     });
 

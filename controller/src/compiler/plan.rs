@@ -278,10 +278,16 @@ fn lb_target(
             .into_iter()
             .find(|r| ext(r, names::ROLE_KEY).as_deref() == Some("router"))
             .map(|r| (LR, r.clone())),
+        // The gateway router itself (role `router`), not just any router of the service
+        // gateway: with `--ovn-sb` its beacon is one too, and an LB attached there is
+        // never reached (every cross-VPC packet dropped at the gateway: issue 12's flake).
         Placement::ServiceGateway => snap
             .find_by_external_id(LR, names::KIND_KEY, OwnerKind::ServiceGateway.as_str())
             .into_iter()
-            .find(|r| ext(r, names::OWNER_KEY).as_deref() == Some(names::OWNER_VALUE))
+            .find(|r| {
+                ext(r, names::OWNER_KEY).as_deref() == Some(names::OWNER_VALUE)
+                    && ext(r, names::ROLE_KEY).as_deref() == Some("router")
+            })
             .map(|r| (LR, r.clone())),
     };
     found.ok_or_else(|| PlanError::MissingAttachment {
