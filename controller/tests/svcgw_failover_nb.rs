@@ -291,3 +291,86 @@ fn an_unreachable_sb_holds_nothing_up_and_the_gateway_is_pinned_to_the_top_chass
     });
     assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
 }
+
+/// The routers whose `load_balancer` column holds the load balancer named `lb`, by name
+/// (sorted); empty while that LB is not in NB.
+fn routers_holding(nb: &OvsdbServer, lb: &str) -> Vec<String> {
+    let uuid = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer",
+            &format!("name=\"{lb}\""),
+        ],
+    );
+    if uuid.is_empty() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=name",
+            "find",
+            "Logical_Router",
+            &format!("load_balancer{{>=}}{uuid}"),
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    v.sort();
+    v
+}
+
+/// Issue 12's pre-failover drop: the cross-VPC load balancer was attached to whichever
+/// router of the service gateway the planner's index listed first — `yc-svcgw` or, as
+/// often, its beacon, where no packet ever goes (every cross-VPC SYN dropped at the
+/// gateway chassis). The index lists rows by UUID: here the beacon (left in NB by an earlier
+/// run of the controller) has the lowest UUID there is, so it comes first every time.
+#[test]
+fn the_cross_vpc_load_balancer_hangs_on_the_gateway_router_never_on_its_beacon() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    add_chassis(&sb, "node-1", "192.0.2.1");
+    // The lowest UUID there is: the planner's index lists rows by UUID.
+    let out = nb
+        .ovsdb_client(&[
+            "transact",
+            &json!(["OVN_Northbound", {
+                "op": "insert", "table": "Logical_Router",
+                "uuid": "00000000-0000-4000-8000-000000000001",
+                "row": {"name": "yc-svcgw-beacon", "external_ids": ["map", [
+                    ["ycloud.io/owner", "ycloud"], ["ycloud.io/kind", "service-gateway"],
+                    ["ycloud.io/name", "cluster"], ["ycloud.io/role", "beacon"]]]}}])
+            .to_string(),
+        ])
+        .expect("ovsdb-client transact");
+    assert!(!out.contains("error"), "NB insert: {out}");
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    // a backend, so the service has load balancers
+    std::fs::write(
+        dir.path().join("20-pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
+         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
+    )
+    .expect("pod manifest");
+    let _ctl = start_controller(
+        dir.path(),
+        &nb,
+        &[&format!("--ovn-sb={}", sb.unix_remote())],
+    );
+    let lb = "ysvc:shop/catalog:tcp:svcgw";
+    wait_for(
+        "the cross-VPC load balancer attached",
+        Duration::from_secs(30),
+        || !routers_holding(&nb, lb).is_empty(),
+    );
+    // a few more passes: nothing moves it
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(routers_holding(&nb, lb), ["yc-svcgw"]);
+}

@@ -454,9 +454,14 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
             c.sb.node_tool(1, &["ovn-appctl", "-t", "ovn-controller", "ct-zone-list"])
                 .unwrap_or_default();
         if std::env::var_os("YCLOUD_FLAKE_PAUSE").is_some() {
-            eprintln!("FLAKE PAUSE: sandbox {} ; touch /tmp/flake-continue", c.sb.dir().display());
+            eprintln!(
+                "FLAKE PAUSE: sandbox {} ; touch /tmp/flake-continue",
+                c.sb.dir().display()
+            );
             let t = Instant::now();
-            while !std::path::Path::new("/tmp/flake-continue").exists() && t.elapsed().as_secs() < 1500 {
+            while !std::path::Path::new("/tmp/flake-continue").exists()
+                && t.elapsed().as_secs() < 1500
+            {
                 std::thread::sleep(Duration::from_secs(1));
             }
             let _ = std::fs::remove_file("/tmp/flake-continue");
