@@ -374,3 +374,69 @@ fn the_cross_vpc_load_balancer_hangs_on_the_gateway_router_never_on_its_beacon()
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(routers_holding(&nb, lb), ["yc-svcgw"]);
 }
+
+/// An upgrade from a controller that hung the cross-VPC load balancer on the beacon: the
+/// row is kept (same name and role), attached to `yc-svcgw` and taken off the beacon.
+#[test]
+fn a_load_balancer_an_older_controller_hung_on_the_beacon_moves_to_the_gateway_router() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    add_chassis(&sb, "node-1", "192.0.2.1");
+    let ids = |kind: &str, name: &str, role: &str| {
+        json!([
+            "map",
+            [
+                ["ycloud.io/owner", "ycloud"],
+                ["ycloud.io/kind", kind],
+                ["ycloud.io/name", name],
+                ["ycloud.io/role", role]
+            ]
+        ])
+    };
+    let out = nb
+        .ovsdb_client(&[
+            "transact",
+            &json!(["OVN_Northbound",
+                {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
+                 "row": {"name": "ysvc:shop/catalog:tcp:svcgw", "protocol": "tcp",
+                         "external_ids": ids("service", "shop/catalog", "tcp:svcgw")}},
+                {"op": "insert", "table": "Logical_Router",
+                 "row": {"name": "yc-svcgw-beacon",
+                         "load_balancer": ["named-uuid", "lb"],
+                         "external_ids": ids("service-gateway", "cluster", "beacon")}}])
+            .to_string(),
+        ])
+        .expect("ovsdb-client transact");
+    assert!(!out.contains("error"), "NB insert: {out}");
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    std::fs::write(
+        dir.path().join("20-pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
+         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
+    )
+    .expect("pod manifest");
+    let _ctl = start_controller(
+        dir.path(),
+        &nb,
+        &[&format!("--ovn-sb={}", sb.unix_remote())],
+    );
+    let lb = "ysvc:shop/catalog:tcp:svcgw";
+    wait_for(
+        "the cross-VPC load balancer on yc-svcgw alone",
+        Duration::from_secs(30),
+        || routers_holding(&nb, lb) == ["yc-svcgw"],
+    );
+    let rows = nbctl(
+        &nb,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer",
+            &format!("name=\"{lb}\""),
+        ],
+    );
+    assert_eq!(rows.lines().count(), 1, "one row, kept: {rows}");
+}
