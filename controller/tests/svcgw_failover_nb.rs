@@ -122,6 +122,49 @@ fn cross_vpc_manifests(to: &Path) {
     }
 }
 
+/// `external_ids` of a row ycloud owns, as OVSDB JSON.
+fn ours(kind: &str, name: &str, role: &str) -> serde_json::Value {
+    json!([
+        "map",
+        [
+            ["ycloud.io/owner", "ycloud"],
+            ["ycloud.io/kind", kind],
+            ["ycloud.io/name", name],
+            ["ycloud.io/role", role]
+        ]
+    ])
+}
+
+/// One NB transaction with `ovsdb-client` (the ops as JSON): rows an earlier controller
+/// left in NB.
+fn nb_transact(nb: &OvsdbServer, ops: serde_json::Value) {
+    let mut txn = vec![json!("OVN_Northbound")];
+    txn.extend(ops.as_array().expect("ops").iter().cloned());
+    let out = nb
+        .ovsdb_client(&["transact", &serde_json::Value::Array(txn).to_string()])
+        .expect("ovsdb-client transact");
+    assert!(!out.contains("error"), "NB transaction failed: {out}");
+}
+
+/// The controller with `--ovn-sb` on the cross-VPC example plus one backend.
+fn start_cross_vpc(nb: &OvsdbServer, sb: &OvsdbServer) -> (tempfile::TempDir, Controller) {
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    catalog_backend(dir.path());
+    let ctl = start_controller(dir.path(), nb, &[&format!("--ovn-sb={}", sb.unix_remote())]);
+    (dir, ctl)
+}
+
+/// A pod the cross-VPC example's service selects: with a backend it has load balancers.
+fn catalog_backend(to: &Path) {
+    std::fs::write(
+        to.join("20-pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
+         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
+    )
+    .expect("pod manifest");
+}
+
 /// `yc-svcgw`'s `options:chassis`, or `None` while the router is not there.
 fn pinned(nb: &OvsdbServer) -> Option<String> {
     let out = nbctl(
@@ -337,33 +380,14 @@ fn the_cross_vpc_load_balancer_hangs_on_the_gateway_router_never_on_its_beacon()
     let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
     add_chassis(&sb, "node-1", "192.0.2.1");
     // The lowest UUID there is: the planner's index lists rows by UUID.
-    let out = nb
-        .ovsdb_client(&[
-            "transact",
-            &json!(["OVN_Northbound", {
-                "op": "insert", "table": "Logical_Router",
-                "uuid": "00000000-0000-4000-8000-000000000001",
-                "row": {"name": "yc-svcgw-beacon", "external_ids": ["map", [
-                    ["ycloud.io/owner", "ycloud"], ["ycloud.io/kind", "service-gateway"],
-                    ["ycloud.io/name", "cluster"], ["ycloud.io/role", "beacon"]]]}}])
-            .to_string(),
-        ])
-        .expect("ovsdb-client transact");
-    assert!(!out.contains("error"), "NB insert: {out}");
-    let dir = tempfile::tempdir().expect("tmp");
-    cross_vpc_manifests(dir.path());
-    // a backend, so the service has load balancers
-    std::fs::write(
-        dir.path().join("20-pod.yaml"),
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
-         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
-    )
-    .expect("pod manifest");
-    let _ctl = start_controller(
-        dir.path(),
+    nb_transact(
         &nb,
-        &[&format!("--ovn-sb={}", sb.unix_remote())],
+        json!([{"op": "insert", "table": "Logical_Router",
+                "uuid": "00000000-0000-4000-8000-000000000001",
+                "row": {"name": "yc-svcgw-beacon",
+                        "external_ids": ours("service-gateway", "cluster", "beacon")}}]),
     );
+    let _run = start_cross_vpc(&nb, &sb);
     let lb = "ysvc:shop/catalog:tcp:svcgw";
     wait_for(
         "the cross-VPC load balancer attached",
@@ -383,45 +407,18 @@ fn a_load_balancer_an_older_controller_hung_on_the_beacon_moves_to_the_gateway_r
     nbctl(&nb, &["init"]);
     let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
     add_chassis(&sb, "node-1", "192.0.2.1");
-    let ids = |kind: &str, name: &str, role: &str| {
-        json!([
-            "map",
-            [
-                ["ycloud.io/owner", "ycloud"],
-                ["ycloud.io/kind", kind],
-                ["ycloud.io/name", name],
-                ["ycloud.io/role", role]
-            ]
-        ])
-    };
-    let out = nb
-        .ovsdb_client(&[
-            "transact",
-            &json!(["OVN_Northbound",
-                {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
-                 "row": {"name": "ysvc:shop/catalog:tcp:svcgw", "protocol": "tcp",
-                         "external_ids": ids("service", "shop/catalog", "tcp:svcgw")}},
-                {"op": "insert", "table": "Logical_Router",
-                 "row": {"name": "yc-svcgw-beacon",
-                         "load_balancer": ["named-uuid", "lb"],
-                         "external_ids": ids("service-gateway", "cluster", "beacon")}}])
-            .to_string(),
-        ])
-        .expect("ovsdb-client transact");
-    assert!(!out.contains("error"), "NB insert: {out}");
-    let dir = tempfile::tempdir().expect("tmp");
-    cross_vpc_manifests(dir.path());
-    std::fs::write(
-        dir.path().join("20-pod.yaml"),
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
-         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
-    )
-    .expect("pod manifest");
-    let _ctl = start_controller(
-        dir.path(),
+    nb_transact(
         &nb,
-        &[&format!("--ovn-sb={}", sb.unix_remote())],
+        json!([
+            {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
+             "row": {"name": "ysvc:shop/catalog:tcp:svcgw", "protocol": "tcp",
+                     "external_ids": ours("service", "shop/catalog", "tcp:svcgw")}},
+            {"op": "insert", "table": "Logical_Router",
+             "row": {"name": "yc-svcgw-beacon", "load_balancer": ["named-uuid", "lb"],
+                     "external_ids": ours("service-gateway", "cluster", "beacon")}},
+        ]),
     );
+    let _run = start_cross_vpc(&nb, &sb);
     let lb = "ysvc:shop/catalog:tcp:svcgw";
     wait_for(
         "the cross-VPC load balancer on yc-svcgw alone",
