@@ -496,10 +496,7 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         (probe.join().unwrap().expect("probe"), at, beacon_s, pin_s)
     });
     let (failed, outage, runs, probes) = first_outage(&text, at);
-    let crashed: Vec<(u8, String)> = (2..=3)
-        .filter(|k| c.sb.node_daemon_pid(*k, "ovs-vswitchd").is_none())
-        .map(|k| (k, crash_line(&c, k)))
-        .collect();
+    let crashed = crashed_vswitchds(&c);
     eprintln!(
         "FIGURE svcgw-failover: beacon on node 2 after {beacon_s:.2?} s, yc-svcgw re-pinned \
          after {pin_s:.2?} s; cross-VPC outage {outage:.2} s ({failed} of {probes} \
@@ -521,27 +518,60 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
     if crashed.is_empty() {
         assert_eq!(runs, 1, "one outage, no flapping:\n{text}");
     } else {
-        // A later failure run is the crash, not the failover: the node comes back as a
-        // rebooted one (fresh ovn-controller), takes the beacon again (node 1 is still
-        // dead) and the gateway must serve from it.
-        for (k, _) in &crashed {
-            if c.sb.node_daemon_pid(*k, "ovn-controller").is_some() {
-                c.sb.kill_node_daemon(*k, "ovn-controller")
-                    .expect("kill ovn-controller");
-            }
-            c.sb.node_start(*k).expect("restart a crashed vswitchd");
-        }
-        c.sb.wait_hv_sync().expect("hv sync");
+        // A later failure run is the crash, not the failover.
+        reboot(&c, &crashed);
     }
-    wait_for("yc-svcgw on node 2", WARM, || {
-        (svcgw_pinned(&c) == n2).then_some(())
-    });
-    warm(client_b, VIP, WARM)
-        .unwrap_or_else(|e| panic!("cross-VPC via node 2: {e}\n{}", c.diagnostics()));
-    let s = harness::series(client_b, VIP, 10);
-    assert!(
-        s.failures.is_empty(),
-        "cross-VPC via node 2: {:?}",
+    // The gateway serves from node 2. The conntrack assertion can also strike after the
+    // probes (seen once with the other multi-node test running beside: node 2's vswitchd
+    // died during these requests); such a node is rebooted once and the gateway must
+    // serve again.
+    let serves = || -> Result<(), String> {
+        wait_for("yc-svcgw on node 2", WARM, || {
+            (svcgw_pinned(&c) == n2).then_some(())
+        });
+        warm(client_b, VIP, WARM)?;
+        let s = harness::series(client_b, VIP, 10);
         s.failures
-    );
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", s.failures))
+    };
+    if let Err(e) = serves() {
+        let late = crashed_vswitchds(&c);
+        assert!(
+            !late.is_empty(),
+            "cross-VPC via node 2: {e}\n{}",
+            c.diagnostics()
+        );
+        eprintln!("FIGURE svcgw-failover: vswitchd crashed after the probes: {late:?}");
+        reboot(&c, &late);
+        serves().unwrap_or_else(|e| {
+            panic!(
+                "cross-VPC via node 2 after rebooting {late:?}: {e}\n{}",
+                c.diagnostics()
+            )
+        });
+    }
+}
+
+/// Nodes 2 and 3 whose `ovs-vswitchd` is gone (OVS 3.1.0's userspace conntrack assertion,
+/// docs/performance.md), with the assertion line it left.
+fn crashed_vswitchds(c: &Cluster) -> Vec<(u8, String)> {
+    (2..=3)
+        .filter(|k| c.sb.node_daemon_pid(*k, "ovs-vswitchd").is_none())
+        .map(|k| (k, crash_line(c, k)))
+        .collect()
+}
+
+/// Brings crashed nodes back as rebooted ones (fresh `ovn-controller` too); with node 1
+/// still dead, node 2 takes the beacon again and the gateway must serve from it.
+fn reboot(c: &Cluster, crashed: &[(u8, String)]) {
+    for (k, _) in crashed {
+        if c.sb.node_daemon_pid(*k, "ovn-controller").is_some() {
+            c.sb.kill_node_daemon(*k, "ovn-controller")
+                .expect("kill ovn-controller");
+        }
+        c.sb.node_start(*k).expect("restart a crashed vswitchd");
+    }
+    c.sb.wait_hv_sync().expect("hv sync");
 }
