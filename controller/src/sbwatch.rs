@@ -145,10 +145,10 @@ pub fn spawn(
         let mut changes = cache.subscribe();
         // The first holder counts only once it has held the port for `SETTLE`: at start a
         // standby can claim it before its BFD sessions are up and give it back a few hundred
-        // ms later (seen: node 2 for 0.14–0.36 s, then node 1 again). Following that moved
-        // `yc-svcgw` away and back so fast that node 1's ovn-controller (23.03) claimed its
-        // ports again without the flows of the transit switches: every cross-VPC packet
-        // dropped on arrival for 30 s and more. Later moves (a failover) count at once.
+        // ms later (seen: node 2 for 0.14–0.36 s, then node 1 again). Following that moves
+        // `yc-svcgw` away and back within 0.5 s: two needless outages of every cross-VPC
+        // flow. (The 30 s drop seen in those runs was another fault, the LB on the beacon:
+        // `plan::lb_target`.) Later moves (a failover) count at once.
         let mut holder = active_chassis(&cache.snapshot(), &logical_port);
         let mut since = tokio::time::Instant::now();
         loop {

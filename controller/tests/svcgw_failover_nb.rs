@@ -122,6 +122,49 @@ fn cross_vpc_manifests(to: &Path) {
     }
 }
 
+/// `external_ids` of a row ycloud owns, as OVSDB JSON.
+fn ours(kind: &str, name: &str, role: &str) -> serde_json::Value {
+    json!([
+        "map",
+        [
+            ["ycloud.io/owner", "ycloud"],
+            ["ycloud.io/kind", kind],
+            ["ycloud.io/name", name],
+            ["ycloud.io/role", role]
+        ]
+    ])
+}
+
+/// One NB transaction with `ovsdb-client` (the ops as JSON): rows an earlier controller
+/// left in NB.
+fn nb_transact(nb: &OvsdbServer, ops: serde_json::Value) {
+    let mut txn = vec![json!("OVN_Northbound")];
+    txn.extend(ops.as_array().expect("ops").iter().cloned());
+    let out = nb
+        .ovsdb_client(&["transact", &serde_json::Value::Array(txn).to_string()])
+        .expect("ovsdb-client transact");
+    assert!(!out.contains("error"), "NB transaction failed: {out}");
+}
+
+/// The controller with `--ovn-sb` on the cross-VPC example plus one backend.
+fn start_cross_vpc(nb: &OvsdbServer, sb: &OvsdbServer) -> (tempfile::TempDir, Controller) {
+    let dir = tempfile::tempdir().expect("tmp");
+    cross_vpc_manifests(dir.path());
+    catalog_backend(dir.path());
+    let ctl = start_controller(dir.path(), nb, &[&format!("--ovn-sb={}", sb.unix_remote())]);
+    (dir, ctl)
+}
+
+/// A pod the cross-VPC example's service selects: with a backend it has load balancers.
+fn catalog_backend(to: &Path) {
+    std::fs::write(
+        to.join("20-pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: catalog-1, namespace: shop, \
+         labels: {app: catalog}}\nspec: {containers: [{name: c}]}\n",
+    )
+    .expect("pod manifest");
+}
+
 /// `yc-svcgw`'s `options:chassis`, or `None` while the router is not there.
 fn pinned(nb: &OvsdbServer) -> Option<String> {
     let out = nbctl(
@@ -290,4 +333,107 @@ fn an_unreachable_sb_holds_nothing_up_and_the_gateway_is_pinned_to_the_top_chass
         pinned(&nb).is_some()
     });
     assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
+}
+
+/// The routers whose `load_balancer` column holds the load balancer named `lb`, by name
+/// (sorted); empty while that LB is not in NB.
+fn routers_holding(nb: &OvsdbServer, lb: &str) -> Vec<String> {
+    let uuid = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer",
+            &format!("name=\"{lb}\""),
+        ],
+    );
+    if uuid.is_empty() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = nbctl(
+        nb,
+        &[
+            "--bare",
+            "--columns=name",
+            "find",
+            "Logical_Router",
+            &format!("load_balancer{{>=}}{uuid}"),
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    v.sort();
+    v
+}
+
+/// Issue 12's pre-failover drop: the cross-VPC load balancer was attached to whichever
+/// router of the service gateway the planner's index listed first — `yc-svcgw` or, as
+/// often, its beacon, where no packet ever goes (every cross-VPC SYN dropped at the
+/// gateway chassis). The index lists rows by UUID: here the beacon (left in NB by an earlier
+/// run of the controller) has the lowest UUID there is, so it comes first every time.
+#[test]
+fn the_cross_vpc_load_balancer_hangs_on_the_gateway_router_never_on_its_beacon() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    add_chassis(&sb, "node-1", "192.0.2.1");
+    // The lowest UUID there is: the planner's index lists rows by UUID.
+    nb_transact(
+        &nb,
+        json!([{"op": "insert", "table": "Logical_Router",
+                "uuid": "00000000-0000-4000-8000-000000000001",
+                "row": {"name": "yc-svcgw-beacon",
+                        "external_ids": ours("service-gateway", "cluster", "beacon")}}]),
+    );
+    let _run = start_cross_vpc(&nb, &sb);
+    let lb = "ysvc:shop/catalog:tcp:svcgw";
+    wait_for(
+        "the cross-VPC load balancer attached",
+        Duration::from_secs(30),
+        || !routers_holding(&nb, lb).is_empty(),
+    );
+    // a few more passes: nothing moves it
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(routers_holding(&nb, lb), ["yc-svcgw"]);
+}
+
+/// An upgrade from a controller that hung the cross-VPC load balancer on the beacon: the
+/// row is kept (same name and role), attached to `yc-svcgw` and taken off the beacon.
+#[test]
+fn a_load_balancer_an_older_controller_hung_on_the_beacon_moves_to_the_gateway_router() {
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB");
+    nbctl(&nb, &["init"]);
+    let sb = OvsdbServer::start(SchemaFile::Sb).expect("SB");
+    add_chassis(&sb, "node-1", "192.0.2.1");
+    nb_transact(
+        &nb,
+        json!([
+            {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
+             "row": {"name": "ysvc:shop/catalog:tcp:svcgw", "protocol": "tcp",
+                     "external_ids": ours("service", "shop/catalog", "tcp:svcgw")}},
+            {"op": "insert", "table": "Logical_Router",
+             "row": {"name": "yc-svcgw-beacon", "load_balancer": ["named-uuid", "lb"],
+                     "external_ids": ours("service-gateway", "cluster", "beacon")}},
+        ]),
+    );
+    let _run = start_cross_vpc(&nb, &sb);
+    let lb = "ysvc:shop/catalog:tcp:svcgw";
+    wait_for(
+        "the cross-VPC load balancer on yc-svcgw alone",
+        Duration::from_secs(30),
+        || routers_holding(&nb, lb) == ["yc-svcgw"],
+    );
+    let rows = nbctl(
+        &nb,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer",
+            &format!("name=\"{lb}\""),
+        ],
+    );
+    assert_eq!(rows.lines().count(), 1, "one row, kept: {rows}");
 }

@@ -269,6 +269,40 @@ fn crash_line(c: &Cluster, k: u8) -> String {
         .to_owned()
 }
 
+/// Node `k`'s OpenFlow flow count per logical datapath (`metadata=0x<tunnel key>`), with
+/// the datapath's name from SB.
+fn flow_counts(c: &Cluster, k: u8) -> String {
+    let flows =
+        c.sb.node_tool(
+            k,
+            &["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int"],
+        )
+        .unwrap_or_default();
+    let dps =
+        c.sb.sbctl(&[
+            "--format=csv",
+            "--no-headings",
+            "--columns=tunnel_key,external_ids",
+            "list",
+            "Datapath_Binding",
+        ])
+        .unwrap_or_default();
+    dps.lines()
+        .map(|l| {
+            let (key, ids) = l.split_once(',').unwrap_or((l, ""));
+            let key: u64 = key.trim().parse().unwrap_or(0);
+            let n = flows
+                .lines()
+                .filter(|f| {
+                    f.contains(&format!("metadata=0x{key:x},"))
+                        || f.contains(&format!("metadata=0x{key:x} "))
+                })
+                .count();
+            format!("{key:>4} {n:>5} {ids}\n")
+        })
+        .collect()
+}
+
 /// The chassis `yc-svcgw` is pinned to in NB.
 fn svcgw_pinned(c: &Cluster) -> String {
     c.sb.nbctl(&["get", "Logical_Router", "yc-svcgw", "options:chassis"])
@@ -305,9 +339,6 @@ fn beacon_holder(c: &Cluster) -> String {
 /// beacon to node 2, the controller re-pins `yc-svcgw` there, and the requests succeed
 /// again through node 2. Figures: `FIGURE svcgw-failover:` lines.
 #[test]
-#[ignore = "flaky before the failover: in 3 of 8 runs node 1 dropped every cross-VPC SYN \
-            (datapath flow `actions:drop` at recirc 0 for the transit switch's tunnel key) \
-            for 30 s; not understood yet (docs/performance.md, Gateway failover)"]
 fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
     harness::bins();
     let mut c = Cluster::start_with_args(
@@ -358,6 +389,15 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         (beacon_holder(&c) == n1).then_some(())
     });
     assert_eq!(svcgw_pinned(&c), n1, "before: pinned to the top chassis");
+    let on_gateway =
+        c.sb.nbctl(&["get", "Logical_Router", "yc-svcgw", "load_balancer"])
+            .unwrap_or_default();
+    assert!(
+        on_gateway.trim() != "[]",
+        "no load balancer on yc-svcgw (the cross-VPC one must hang there, not on the beacon):\n{}",
+        c.sb.nbctl(&["--columns=name,load_balancer", "list", "Logical_Router"])
+            .unwrap_or_default()
+    );
     // The controller follows the beacon's first holder once it has held it for
     // `sbwatch::SETTLE` (3 s: a standby may hold it for a moment at start); a failover
     // inside that window would be followed only after it. Let the election settle.
@@ -402,9 +442,21 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
                 "Datapath_Binding",
             ])
             .unwrap_or_default();
+        // Which router holds which load balancer: the cross-VPC LB on the beacon instead
+        // of `yc-svcgw` was this drop once (docs/performance.md, Gateway failover).
+        let routers =
+            c.sb.nbctl(&["--columns=name,load_balancer", "list", "Logical_Router"])
+                .unwrap_or_default();
+        let lbs =
+            c.sb.nbctl(&["--columns=_uuid,name,vips", "list", "Load_Balancer"])
+                .unwrap_or_default();
         panic!(
             "cross-VPC before: {e}\nnode 1 datapath:\n{dp}\ntrace:\n{trace}\n\
-             l3gateway bindings:\n{bindings}\ndatapaths:\n{datapaths}"
+             l3gateway bindings:\n{bindings}\ndatapaths:\n{datapaths}\n\
+             node 1 OpenFlow flows per datapath (key, flows, datapath):\n{}\n\
+             routers' load balancers:\n{routers}\nload balancers:\n{lbs}\n{}",
+            flow_counts(&c, 1),
+            c.diagnostics()
         )
     });
 
@@ -444,10 +496,7 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         (probe.join().unwrap().expect("probe"), at, beacon_s, pin_s)
     });
     let (failed, outage, runs, probes) = first_outage(&text, at);
-    let crashed: Vec<(u8, String)> = (2..=3)
-        .filter(|k| c.sb.node_daemon_pid(*k, "ovs-vswitchd").is_none())
-        .map(|k| (k, crash_line(&c, k)))
-        .collect();
+    let crashed = crashed_vswitchds(&c);
     eprintln!(
         "FIGURE svcgw-failover: beacon on node 2 after {beacon_s:.2?} s, yc-svcgw re-pinned \
          after {pin_s:.2?} s; cross-VPC outage {outage:.2} s ({failed} of {probes} \
@@ -469,27 +518,60 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
     if crashed.is_empty() {
         assert_eq!(runs, 1, "one outage, no flapping:\n{text}");
     } else {
-        // A later failure run is the crash, not the failover: the node comes back as a
-        // rebooted one (fresh ovn-controller), takes the beacon again (node 1 is still
-        // dead) and the gateway must serve from it.
-        for (k, _) in &crashed {
-            if c.sb.node_daemon_pid(*k, "ovn-controller").is_some() {
-                c.sb.kill_node_daemon(*k, "ovn-controller")
-                    .expect("kill ovn-controller");
-            }
-            c.sb.node_start(*k).expect("restart a crashed vswitchd");
-        }
-        c.sb.wait_hv_sync().expect("hv sync");
+        // A later failure run is the crash, not the failover.
+        reboot(&c, &crashed);
     }
-    wait_for("yc-svcgw on node 2", WARM, || {
-        (svcgw_pinned(&c) == n2).then_some(())
-    });
-    warm(client_b, VIP, WARM)
-        .unwrap_or_else(|e| panic!("cross-VPC via node 2: {e}\n{}", c.diagnostics()));
-    let s = harness::series(client_b, VIP, 10);
-    assert!(
-        s.failures.is_empty(),
-        "cross-VPC via node 2: {:?}",
+    // The gateway serves from node 2. The conntrack assertion can also strike after the
+    // probes (seen once with the other multi-node test running beside: node 2's vswitchd
+    // died during these requests); such a node is rebooted once and the gateway must
+    // serve again.
+    let serves = || -> Result<(), String> {
+        wait_for("yc-svcgw on node 2", WARM, || {
+            (svcgw_pinned(&c) == n2).then_some(())
+        });
+        warm(client_b, VIP, WARM)?;
+        let s = harness::series(client_b, VIP, 10);
         s.failures
-    );
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", s.failures))
+    };
+    if let Err(e) = serves() {
+        let late = crashed_vswitchds(&c);
+        assert!(
+            !late.is_empty(),
+            "cross-VPC via node 2: {e}\n{}",
+            c.diagnostics()
+        );
+        eprintln!("FIGURE svcgw-failover: vswitchd crashed after the probes: {late:?}");
+        reboot(&c, &late);
+        serves().unwrap_or_else(|e| {
+            panic!(
+                "cross-VPC via node 2 after rebooting {late:?}: {e}\n{}",
+                c.diagnostics()
+            )
+        });
+    }
+}
+
+/// Nodes 2 and 3 whose `ovs-vswitchd` is gone (OVS 3.1.0's userspace conntrack assertion,
+/// docs/performance.md), with the assertion line it left.
+fn crashed_vswitchds(c: &Cluster) -> Vec<(u8, String)> {
+    (2..=3)
+        .filter(|k| c.sb.node_daemon_pid(*k, "ovs-vswitchd").is_none())
+        .map(|k| (k, crash_line(c, k)))
+        .collect()
+}
+
+/// Brings crashed nodes back as rebooted ones (fresh `ovn-controller` too); with node 1
+/// still dead, node 2 takes the beacon again and the gateway must serve from it.
+fn reboot(c: &Cluster, crashed: &[(u8, String)]) {
+    for (k, _) in crashed {
+        if c.sb.node_daemon_pid(*k, "ovn-controller").is_some() {
+            c.sb.kill_node_daemon(*k, "ovn-controller")
+                .expect("kill ovn-controller");
+        }
+        c.sb.node_start(*k).expect("restart a crashed vswitchd");
+    }
+    c.sb.wait_hv_sync().expect("hv sync");
 }

@@ -278,10 +278,16 @@ fn lb_target(
             .into_iter()
             .find(|r| ext(r, names::ROLE_KEY).as_deref() == Some("router"))
             .map(|r| (LR, r.clone())),
+        // The gateway router itself (role `router`), not just any router of the service
+        // gateway: with `--ovn-sb` its beacon is one too, and an LB attached there is
+        // never reached (every cross-VPC packet dropped at the gateway: issue 12's flake).
         Placement::ServiceGateway => snap
             .find_by_external_id(LR, names::KIND_KEY, OwnerKind::ServiceGateway.as_str())
             .into_iter()
-            .find(|r| ext(r, names::OWNER_KEY).as_deref() == Some(names::OWNER_VALUE))
+            .find(|r| {
+                ext(r, names::OWNER_KEY).as_deref() == Some(names::OWNER_VALUE)
+                    && ext(r, names::ROLE_KEY).as_deref() == Some("router")
+            })
             .map(|r| (LR, r.clone())),
     };
     found.ok_or_else(|| PlanError::MissingAttachment {
@@ -356,14 +362,29 @@ pub fn plan_service(
         if !hcs.is_empty() {
             plan_svc_monitor_mac(snap, plan);
         }
+        let target_uuid = uuid_of(&target).ok_or_else(|| bad(owner, table, "_uuid"))?;
         if !set_contains(&target, "load_balancer", &lb_ref) {
-            let target_uuid = uuid_of(&target).ok_or_else(|| bad(owner, table, "_uuid"))?;
             plan.ops.push(ops::set_insert(
                 table,
                 target_uuid,
                 "load_balancer",
                 [lb_ref.atom()],
             ));
+        }
+        if d.placement == Placement::ServiceGateway {
+            // A controller before session 5 could hang it on the beacon (see `lb_target`):
+            // taken off there, so an upgrade leaves no LB where no packet goes.
+            for other in
+                snap.find_by_external_id(LR, names::KIND_KEY, OwnerKind::ServiceGateway.as_str())
+            {
+                if let Some(u) = uuid_of(other)
+                    && u != target_uuid
+                    && set_contains(other, "load_balancer", &lb_ref)
+                {
+                    plan.ops
+                        .push(ops::set_delete(LR, u, "load_balancer", [lb_ref.atom()]));
+                }
+            }
         }
     }
     for rows in existing.values() {
