@@ -4,7 +4,6 @@
 //! and the controller binary given `--bfd-*` flags puts them in NB (and leaves them alone
 //! when started without).
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,21 +19,9 @@ use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 #[allow(dead_code)]
 mod manifest;
 use manifest::Controller;
-
-fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
-    let out = Command::new("ovn-nbctl")
-        .arg(format!("--db={}", nb.unix_remote()))
-        .args(["--no-leader-only", "--timeout=10"])
-        .args(args)
-        .output()
-        .expect("run ovn-nbctl");
-    assert!(
-        out.status.success(),
-        "ovn-nbctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+#[path = "support/ovn_dbs.rs"]
+mod ovn_dbs;
+use ovn_dbs::nbctl;
 
 /// `NB_Global options` as ovn-nbctl prints them, e.g. `{bfd-mult="3", foo=bar}`.
 fn options(nb: &OvsdbServer) -> String {

@@ -8,10 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use ycloud_controller::sbwatch::SETTLE;
 use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 
@@ -19,83 +17,16 @@ use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 #[allow(dead_code)]
 mod manifest;
 use manifest::Controller;
+#[path = "support/ovn_dbs.rs"]
+mod ovn_dbs;
+use ovn_dbs::{add_chassis, add_cr_binding, nbctl, wait_until};
 
 const CR_PORT: &str = "cr-yc-eipgw-public-ext";
 const SPEC: [(&str, u16); 3] = [("node-1", 20), ("node-2", 10), ("node-3", 5)];
 
-fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
-    let out = Command::new("ovn-nbctl")
-        .arg(format!("--db={}", nb.unix_remote()))
-        .args(["--no-leader-only", "--timeout=10"])
-        .args(args)
-        .output()
-        .expect("run ovn-nbctl");
-    assert!(
-        out.status.success(),
-        "ovn-nbctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// One SB transaction with `ovsdb-client`; the reply's first result.
-fn sb_transact(sb: &OvsdbServer, ops: serde_json::Value) -> serde_json::Value {
-    let mut txn = vec![json!("OVN_Southbound")];
-    txn.extend(ops.as_array().expect("ops").iter().cloned());
-    let out = sb
-        .ovsdb_client(&["transact", &serde_json::Value::Array(txn).to_string()])
-        .expect("ovsdb-client transact");
-    let reply: serde_json::Value = serde_json::from_str(&out).expect("reply JSON");
-    for r in reply.as_array().expect("results") {
-        assert!(r.get("error").is_none(), "SB transaction failed: {out}");
-    }
-    reply[0].clone()
-}
-
-/// A `Chassis` row as ovn-controller registers itself; its uuid.
-fn add_chassis(sb: &OvsdbServer, name: &str, ip: &str) -> String {
-    let r = sb_transact(
-        sb,
-        json!([
-            {"op": "insert", "table": "Chassis",
-             "row": {"name": name, "hostname": name,
-                     "encaps": ["named-uuid", "encap"]}},
-            {"op": "insert", "table": "Encap", "uuid-name": "encap",
-             "row": {"type": "geneve", "ip": ip, "chassis_name": name}},
-        ]),
-    );
-    r["uuid"][1].as_str().expect("uuid").to_owned()
-}
-
 /// The EIP gateway's external `cr-` port binding as northd makes it; its uuid.
 fn add_binding(sb: &OvsdbServer) -> String {
-    add_binding_of(sb, CR_PORT)
-}
-
-/// A `cr-` port binding `port` as northd makes it; its uuid.
-fn add_binding_of(sb: &OvsdbServer, port: &str) -> String {
-    let r = sb_transact(
-        sb,
-        json!([
-            {"op": "insert", "table": "Port_Binding", "uuid-name": "pb",
-             "row": {"logical_port": port, "type": "chassisredirect",
-                     "tunnel_key": 2, "datapath": ["named-uuid", "dp"]}},
-            {"op": "insert", "table": "Datapath_Binding", "uuid-name": "dp",
-             "row": {"tunnel_key": 7}},
-        ]),
-    );
-    r["uuid"][1].as_str().expect("uuid").to_owned()
-}
-
-/// What ovn-controller writes when its chassis claims the port (a failover: the old
-/// holder's claim is gone in the same moment).
-fn claim(sb: &OvsdbServer, pb: &str, chassis: &str) {
-    sb_transact(
-        sb,
-        json!([{"op": "update", "table": "Port_Binding",
-                "where": [["_uuid", "==", ["uuid", pb]]],
-                "row": {"chassis": ["uuid", chassis]}}]),
-    );
+    add_cr_binding(sb, CR_PORT)
 }
 
 /// The examples an EIP service needs, and the gateway with three chassis; `failback`:
@@ -240,14 +171,6 @@ fn active_in_status(dir: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// For `d`, the priorities stay `want` (checked every 50 ms).
 fn stays(nb: &OvsdbServer, d: Duration, want: &[String], why: &str) {
     let until = Instant::now() + d;
@@ -279,7 +202,7 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
     let ctl = start(dir.path(), &nb, &sb);
 
     // The spec's priorities on both ports of the gateway (external port, VPC uplink).
-    wait_for("the gateway's priorities", Duration::from_secs(30), || {
+    wait_until("the gateway's priorities", Duration::from_secs(30), || {
         priorities(&nb).1 >= 2 && programmed(&nb) == spec_priorities()
     });
     let pb = add_binding(&sb);
@@ -307,7 +230,7 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
         "demoted before the holder settled",
     );
     let demoted = ["node-1:4", "node-2:10", "node-3:5"].map(str::to_owned);
-    wait_for("node-1 demoted", Duration::from_secs(10), || {
+    wait_until("node-1 demoted", Duration::from_secs(10), || {
         programmed(&nb) == demoted
     });
     eprintln!(
@@ -316,7 +239,7 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
         SETTLE.as_millis()
     );
     assert_eq!(recorded(&nb), "node-1");
-    wait_for("the status says so", Duration::from_secs(10), || {
+    wait_until("the status says so", Duration::from_secs(10), || {
         demoted_in_status(dir.path()) == ["node-1"]
             && active_in_status(dir.path()).as_deref() == Some("node-2")
     });
@@ -335,11 +258,11 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
     // node-2 fails too: node-3 takes over, node-2 goes below it (node-1 stays demoted).
     claim(&sb, &pb, &n3);
     let both = ["node-1:4", "node-2:3", "node-3:5"].map(str::to_owned);
-    wait_for("node-2 demoted too", Duration::from_secs(10), || {
+    wait_until("node-2 demoted too", Duration::from_secs(10), || {
         programmed(&nb) == both
     });
     assert_eq!(recorded(&nb), "node-1,node-2");
-    wait_for("the status says so", Duration::from_secs(10), || {
+    wait_until("the status says so", Duration::from_secs(10), || {
         demoted_in_status(dir.path()) == ["node-1", "node-2"]
             && active_in_status(dir.path()).as_deref() == Some("node-3")
     });
@@ -348,18 +271,18 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
     // spec's priorities at once; OVN cannot move the port, so once the new priorities have
     // settled the dead chassis are demoted again.
     write_manifests(dir.path(), Some("1"));
-    wait_for("the spec's priorities", Duration::from_secs(10), || {
+    wait_until("the spec's priorities", Duration::from_secs(10), || {
         programmed(&nb) == spec_priorities()
     });
     assert_eq!(recorded(&nb), "");
-    wait_for("demoted again", Duration::from_secs(10), || {
+    wait_until("demoted again", Duration::from_secs(10), || {
         programmed(&nb) == both
     });
 
     // The operator fails back again, and this time node-1 is alive: OVN moves the port to
     // it within the settle time, and nothing is demoted.
     write_manifests(dir.path(), Some("2"));
-    wait_for("the spec's priorities", Duration::from_secs(10), || {
+    wait_until("the spec's priorities", Duration::from_secs(10), || {
         programmed(&nb) == spec_priorities()
     });
     claim(&sb, &pb, &n1);
@@ -370,7 +293,7 @@ fn a_failed_gateway_chassis_is_demoted_once_the_standby_has_held_the_gateway_and
         "a failback that OVN followed was undone",
     );
     assert_eq!(recorded(&nb), "");
-    wait_for(
+    wait_until(
         "the status has no demotion",
         Duration::from_secs(10),
         || {
@@ -432,21 +355,21 @@ fn the_service_gateway_beacon_s_failed_chassis_is_demoted_kept_across_a_restart_
     let spec = "node-1:20,node-2:10,node-3:5";
     let ctl = start_svcgw(dir.path(), &nb, &sb, spec);
     let configured = ["node-1:20", "node-2:10", "node-3:5"].map(str::to_owned);
-    wait_for("the beacon's priorities", Duration::from_secs(30), || {
+    wait_until("the beacon's priorities", Duration::from_secs(30), || {
         programmed_of(&nb, BEACON) == configured
     });
-    let pb = add_binding_of(&sb, "cr-yc-svcgw-beacon-gw");
+    let pb = add_cr_binding(&sb, "cr-yc-svcgw-beacon-gw");
     claim(&sb, &pb, &n1);
     stays_of(&nb, BEACON, SETTLE + Duration::from_secs(1), &configured);
 
     // node-1 fails: yc-svcgw follows the beacon to node-2 at once, and once node-2 has
     // held it for SETTLE node-1 is demoted below it on the beacon.
     claim(&sb, &pb, &n2);
-    wait_for("yc-svcgw on node-2", Duration::from_secs(10), || {
+    wait_until("yc-svcgw on node-2", Duration::from_secs(10), || {
         pinned(&nb).as_deref() == Some("node-2")
     });
     let demoted = ["node-1:4", "node-2:10", "node-3:5"].map(str::to_owned);
-    wait_for(
+    wait_until(
         "node-1 demoted on the beacon",
         Duration::from_secs(10),
         || programmed_of(&nb, BEACON) == demoted,
@@ -465,12 +388,12 @@ fn the_service_gateway_beacon_s_failed_chassis_is_demoted_kept_across_a_restart_
     drop(ctl);
     let _ctl = start_svcgw(dir.path(), &nb, &sb, "node-1:21,node-2:10,node-3:5");
     let raised = ["node-1:21", "node-2:10", "node-3:5"].map(str::to_owned);
-    wait_for("the new priorities", Duration::from_secs(10), || {
+    wait_until("the new priorities", Duration::from_secs(10), || {
         programmed_of(&nb, BEACON) == raised
     });
     assert_eq!(recorded_on(&nb, "yc-svcgw-beacon"), "");
     claim(&sb, &pb, &n1);
-    wait_for("yc-svcgw on node-1", Duration::from_secs(10), || {
+    wait_until("yc-svcgw on node-1", Duration::from_secs(10), || {
         pinned(&nb).as_deref() == Some("node-1")
     });
     stays_of(&nb, BEACON, SETTLE + Duration::from_secs(1), &raised);
@@ -498,7 +421,7 @@ fn without_ovn_sb_a_recorded_demotion_is_not_applied_and_the_spec_priorities_ret
     // node-2 holds the gateway from the start (node-1 dead all along): demoted once held.
     claim(&sb, &pb, &n2);
     let ctl = start(dir.path(), &nb, &sb);
-    wait_for("node-1 demoted", Duration::from_secs(30), || {
+    wait_until("node-1 demoted", Duration::from_secs(30), || {
         recorded(&nb) == "node-1"
     });
     assert_eq!(programmed(&nb), ["node-1:4", "node-2:10", "node-3:5"]);
@@ -506,8 +429,14 @@ fn without_ovn_sb_a_recorded_demotion_is_not_applied_and_the_spec_priorities_ret
     // Without --ovn-sb the controller does not know who holds the gateway: it programs the
     // spec (a returning node-1 then takes the gateway back: the failback preempts).
     let _ctl = Controller::start(dir.path(), &nb.unix_remote(), &[]);
-    wait_for("the spec's priorities", Duration::from_secs(30), || {
+    wait_until("the spec's priorities", Duration::from_secs(30), || {
         programmed(&nb) == spec_priorities()
     });
     assert_eq!(recorded(&nb), "");
+}
+
+/// What ovn-controller writes when its chassis claims the port (a failover: the old
+/// holder's claim is gone in the same moment).
+fn claim(sb: &OvsdbServer, pb: &str, chassis: &str) {
+    ovn_dbs::claim(sb, pb, Some(chassis));
 }

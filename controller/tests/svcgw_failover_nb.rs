@@ -7,7 +7,6 @@
 //! Without `--ovn-sb` the gateway stays pinned and no beacon is made.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -17,79 +16,13 @@ use ycloud_testsupport::ovsdb_server::{OvsdbServer, SchemaFile};
 #[allow(dead_code)]
 mod manifest;
 use manifest::Controller;
+#[path = "support/ovn_dbs.rs"]
+mod ovn_dbs;
+use ovn_dbs::{add_chassis, add_cr_binding, claim, nbctl, wait_until};
 
-fn nbctl(nb: &OvsdbServer, args: &[&str]) -> String {
-    let out = Command::new("ovn-nbctl")
-        .arg(format!("--db={}", nb.unix_remote()))
-        .args(["--no-leader-only", "--timeout=10"])
-        .args(args)
-        .output()
-        .expect("run ovn-nbctl");
-    assert!(
-        out.status.success(),
-        "ovn-nbctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// One SB transaction with `ovsdb-client` (the ops as JSON); the reply's first result.
-fn sb_transact(sb: &OvsdbServer, ops: serde_json::Value) -> serde_json::Value {
-    let mut txn = vec![json!("OVN_Southbound")];
-    txn.extend(ops.as_array().expect("ops").iter().cloned());
-    let out = sb
-        .ovsdb_client(&["transact", &serde_json::Value::Array(txn).to_string()])
-        .expect("ovsdb-client transact");
-    let reply: serde_json::Value = serde_json::from_str(&out).expect("reply JSON");
-    for r in reply.as_array().expect("results") {
-        assert!(r.get("error").is_none(), "SB transaction failed: {out}");
-    }
-    reply[0].clone()
-}
-
-/// Adds a `Chassis` row with its tunnel endpoint `ip` (as ovn-controller registers
-/// itself); its uuid.
-fn add_chassis(sb: &OvsdbServer, name: &str, ip: &str) -> String {
-    let r = sb_transact(
-        sb,
-        json!([
-            {"op": "insert", "table": "Chassis",
-             "row": {"name": name, "hostname": name,
-                     "encaps": ["named-uuid", "encap"]}},
-            {"op": "insert", "table": "Encap", "uuid-name": "encap",
-             "row": {"type": "geneve", "ip": ip, "chassis_name": name}},
-        ]),
-    );
-    r["uuid"][1].as_str().expect("uuid").to_owned()
-}
-
-/// The beacon's `cr-` port binding as northd makes it (with a datapath of its own);
-/// its uuid.
+/// The beacon's `cr-` port binding as northd makes it; its uuid.
 fn add_beacon_binding(sb: &OvsdbServer) -> String {
-    let r = sb_transact(
-        sb,
-        json!([
-            {"op": "insert", "table": "Port_Binding", "uuid-name": "pb",
-             "row": {"logical_port": "cr-yc-svcgw-beacon-gw", "type": "chassisredirect",
-                     "tunnel_key": 2, "datapath": ["named-uuid", "dp"]}},
-            {"op": "insert", "table": "Datapath_Binding", "uuid-name": "dp",
-             "row": {"tunnel_key": 7}},
-        ]),
-    );
-    r["uuid"][1].as_str().expect("uuid").to_owned()
-}
-
-/// What ovn-controller writes when its chassis claims (`Some`) or releases the port.
-fn claim(sb: &OvsdbServer, pb: &str, chassis: Option<&str>) {
-    let value = match chassis {
-        Some(c) => json!(["uuid", c]),
-        None => json!(["set", []]),
-    };
-    sb_transact(
-        sb,
-        json!([{"op": "update", "table": "Port_Binding",
-                "where": [["_uuid", "==", ["uuid", pb]]], "row": {"chassis": value}}]),
-    );
+    add_cr_binding(sb, "cr-yc-svcgw-beacon-gw")
 }
 
 /// The controller with the three service-gateway chassis of these tests.
@@ -97,14 +30,6 @@ fn start_controller(manifests: &Path, nb: &OvsdbServer, extra: &[&str]) -> Contr
     let mut args = vec!["--svcgw-chassis=node-1:20,node-2:10,node-3:5"];
     args.extend_from_slice(extra);
     Controller::start(manifests, &nb.unix_remote(), &args)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The examples a cross-VPC service needs (namespaces, VPCs, subnets, the EIP gateway it
@@ -227,11 +152,11 @@ fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
     );
 
     // Before any election: the top chassis, and the beacon with every priority.
-    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+    wait_until("yc-svcgw in NB", Duration::from_secs(30), || {
         pinned(&nb).is_some()
     });
     assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
-    wait_for(
+    wait_until(
         "the beacon's gateway chassis",
         Duration::from_secs(10),
         || !beacon_chassis(&nb).is_empty(),
@@ -273,7 +198,7 @@ fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
     let moved = Instant::now();
     claim(&sb, &pb, None);
     claim(&sb, &pb, Some(&n2));
-    wait_for(
+    wait_until(
         "yc-svcgw re-pinned to node-2",
         Duration::from_secs(10),
         || pinned(&nb).as_deref() == Some("node-2"),
@@ -295,7 +220,7 @@ fn the_service_gateway_is_repinned_to_the_chassis_sb_says_holds_its_beacon() {
     // Failback is OVN's (the beacon's priorities): node-1 claims again, the gateway follows.
     claim(&sb, &pb, None);
     claim(&sb, &pb, Some(&n2));
-    wait_for("yc-svcgw on node-2 again", Duration::from_secs(10), || {
+    wait_until("yc-svcgw on node-2 again", Duration::from_secs(10), || {
         pinned(&nb).as_deref() == Some("node-2")
     });
 }
@@ -307,7 +232,7 @@ fn without_ovn_sb_the_service_gateway_stays_pinned_to_the_top_chassis_and_has_no
     let dir = tempfile::tempdir().expect("tmp");
     cross_vpc_manifests(dir.path());
     let _ctl = start_controller(dir.path(), &nb, &[]);
-    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+    wait_until("yc-svcgw in NB", Duration::from_secs(30), || {
         pinned(&nb).is_some()
     });
     assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
@@ -329,7 +254,7 @@ fn an_unreachable_sb_holds_nothing_up_and_the_gateway_is_pinned_to_the_top_chass
         &nb,
         &[&format!("--ovn-sb=unix:{}", missing.display())],
     );
-    wait_for("yc-svcgw in NB", Duration::from_secs(30), || {
+    wait_until("yc-svcgw in NB", Duration::from_secs(30), || {
         pinned(&nb).is_some()
     });
     assert_eq!(pinned(&nb).as_deref(), Some("node-1"));
@@ -389,7 +314,7 @@ fn the_cross_vpc_load_balancer_hangs_on_the_gateway_router_never_on_its_beacon()
     );
     let _run = start_cross_vpc(&nb, &sb);
     let lb = "ysvc:shop/catalog:tcp:svcgw";
-    wait_for(
+    wait_until(
         "the cross-VPC load balancer attached",
         Duration::from_secs(30),
         || !routers_holding(&nb, lb).is_empty(),
@@ -420,7 +345,7 @@ fn a_load_balancer_an_older_controller_hung_on_the_beacon_moves_to_the_gateway_r
     );
     let _run = start_cross_vpc(&nb, &sb);
     let lb = "ysvc:shop/catalog:tcp:svcgw";
-    wait_for(
+    wait_until(
         "the cross-VPC load balancer on yc-svcgw alone",
         Duration::from_secs(30),
         || routers_holding(&nb, lb) == ["yc-svcgw"],
