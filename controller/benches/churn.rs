@@ -11,7 +11,8 @@
 //! changes. Arguments (after `--`): `--quick`; `--sizes=1000,10000`; `--changes=N`;
 //! `--rate=N` changes per second (default 100; a low rate such as 2 measures one change
 //! alone, with nothing queued before it); `--timeline=K` prints the controller's log lines
-//! around the K slowest changes (stderr).
+//! around the K slowest changes (stderr); `--idle-secs=N` then measures RSS and CPU over N
+//! idle seconds (65 holds one periodic resync).
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
@@ -108,7 +109,17 @@ fn print_timeline(c: &ControllerProc, done: &[(f64, Written)], k: usize) {
     }
 }
 
-async fn run(n: usize, changes: usize, rate: u64, timeline: usize, lines: &mut Vec<Line>) {
+/// What one run does besides the churn itself.
+#[derive(Clone, Copy)]
+struct Extras {
+    /// `--timeline=K`: print the controller's log around the K slowest changes.
+    timeline: usize,
+    /// `--idle-secs=N`: RSS and CPU over N idle seconds after the churn.
+    idle: Duration,
+}
+
+async fn run(n: usize, changes: usize, rate: u64, extras: &Extras, lines: &mut Vec<Line>) {
+    let Extras { timeline, idle } = *extras;
     let first_line = lines.len();
     let mut w = Workload::write(n);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
@@ -272,6 +283,14 @@ async fn run(n: usize, changes: usize, rate: u64, timeline: usize, lines: &mut V
     }
     let mut pass_ms: Vec<f64> = passes.iter().map(|p| p[0] as f64).collect();
     pass_ms.sort_by(|a, b| a.total_cmp(b));
+    // `--idle-secs=N`: then idle (the periodic resync every 60 s included when N > 60):
+    // RSS at the end and CPU over the window.
+    let mut idle_window = None;
+    if idle > Duration::ZERO {
+        let a = proc_stat(c.pid());
+        tokio::time::sleep(idle).await;
+        idle_window = Some((a, proc_stat(c.pid())));
+    }
     client.close();
     drop(c);
 
@@ -330,7 +349,8 @@ async fn run(n: usize, changes: usize, rate: u64, timeline: usize, lines: &mut V
     });
     lines.push(Line {
         name: "memory.rss_under_churn".into(),
-        params: json!({"services": n, "backends": n * BACKENDS, "peak_mib": s1.hwm_kib / 1024}),
+        params: json!({"services": n, "backends": n * BACKENDS, "peak_mib": s1.hwm_kib / 1024,
+            "at_start_mib": s0.rss_kib / 1024, "at_end_mib": s1.rss_kib / 1024}),
         value: peak_rss.max(s1.rss_kib) as f64 / 1024.0,
         unit: "MiB",
         baseline_name: "",
@@ -346,6 +366,26 @@ async fn run(n: usize, changes: usize, rate: u64, timeline: usize, lines: &mut V
         baseline: None,
         goal: "",
     });
+    if let Some((a, b)) = idle_window {
+        lines.push(Line {
+            name: "memory.rss_idle_after_churn".into(),
+            params: json!({"services": n, "backends": n * BACKENDS, "secs": idle.as_secs()}),
+            value: b.rss_kib as f64 / 1024.0,
+            unit: "MiB",
+            baseline_name: "",
+            baseline: None,
+            goal: "< 150 MiB",
+        });
+        lines.push(Line {
+            name: "memory.cpu_idle_after_churn".into(),
+            params: json!({"services": n, "poll_ms": 500, "secs": idle.as_secs()}),
+            value: cpu_share(&a, &b) * 100.0,
+            unit: "%cpu",
+            baseline_name: "",
+            baseline: None,
+            goal: "near zero",
+        });
+    }
     for l in &lines[first_line..] {
         l.print();
     }
@@ -375,9 +415,15 @@ async fn main() {
     let timeline: usize = arg("timeline")
         .map(|n| n.parse().expect("--timeline: a number of changes"))
         .unwrap_or(0);
+    let idle = Duration::from_secs(
+        arg("idle-secs")
+            .map(|n| n.parse().expect("--idle-secs: seconds"))
+            .unwrap_or(0),
+    );
+    let extras = Extras { timeline, idle };
     let mut lines = Vec::new();
     for &n in &sizes {
-        run(n, changes, rate, timeline, &mut lines).await;
+        run(n, changes, rate, &extras, &mut lines).await;
     }
     table(&lines);
 }
