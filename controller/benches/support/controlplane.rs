@@ -154,8 +154,10 @@ impl ControllerProc {
         let log = w.path().join(".controller.log");
         // `YCLOUD_BENCH_CONTROLLER`: another build of the controller (a before → after
         // comparison in the same run, with the same bench).
-        let bin = std::env::var_os("YCLOUD_BENCH_CONTROLLER")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ycloud-controller")), PathBuf::from);
+        let bin = std::env::var_os("YCLOUD_BENCH_CONTROLLER").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_ycloud-controller")),
+            PathBuf::from,
+        );
         let direct = std::env::var_os("YCLOUD_BENCH_LOG_DIRECT").is_some_and(|v| v == "1");
         let mut child = Command::new(bin)
             .arg(format!("--source=dir:{}", w.path().display()))
