@@ -1,8 +1,9 @@
 //! `hack/bench.sh churn`: the real `ycloud-controller` binary in manifest mode with N
 //! services programmed, then C backend changes at 100/s (each replaces one static backend
 //! of a service by a fresh address and rewrites that service's file of 100). For each change, the
-//! latency from the file write to the NB commit that holds it (seen by a monitor of our
-//! own on `Load_Balancer`), the NB transactions, ops and bytes the controller sent
+//! latency from the rename that makes it (its return: the writer's clock after the call or
+//! our own inotify watch's wake-up, whichever comes first) to the NB commit that holds it
+//! (seen by a monitor of our own on `Load_Balancer`), the NB transactions, ops and bytes the controller sent
 //! (its `/metrics`), and its RSS and CPU under churn. Two sizes, to show whether bytes per
 //! change depend on the service count. The controller runs with its default poll (500 ms):
 //! an edit is seen through its inotify watch of the directory, not by the poll.
