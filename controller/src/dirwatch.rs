@@ -1,10 +1,14 @@
 //! Wakes the reconcile loop when a manifest in the source directory is written, renamed in
 //! or out, or deleted (inotify), so an edit is read at once instead of at the next poll.
 //!
-//! The poll stays: it is what reads the files (by stamp and content), and it is the safety
-//! net for what inotify cannot see (a directory on a network file system, a directory
-//! replaced as a whole, an event queue overflow). The watch only says "look now".
+//! The poll stays: it lists the directory and reads the files whose stamp moved, and it is
+//! the safety net for what inotify cannot see (a directory on a network file system, a
+//! directory replaced as a whole, an event queue overflow). The watch says "look now, at
+//! these files": the loop reads just them, without listing the directory (see
+//! `DirSource::poll_names`).
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 
@@ -39,22 +43,25 @@ impl DirWatch {
     }
 
     /// Resolves when at least one event about a manifest arrived since the last call (all
-    /// queued events are consumed: a burst is one wake-up). Events about other names (a
-    /// hidden temp file before its rename, a status file) do not wake the caller. An error
-    /// ends the watch: the caller falls back to the poll.
-    pub async fn changed(&mut self) -> io::Result<()> {
+    /// queued events are consumed: a burst is one wake-up), with what they name. Events
+    /// about other names (a hidden temp file before its rename, a status file) do not wake
+    /// the caller. An error ends the watch: the caller falls back to the poll.
+    pub async fn changed(&mut self) -> io::Result<Touched> {
         loop {
-            let mut relevant = false;
+            let mut names = BTreeSet::new();
+            let mut unknown = false;
             let mut next = self.events.next().await;
             loop {
                 match next {
                     // No name: the directory itself (moved, deleted) or an overflow of the
-                    // event queue; either way the poll must look.
-                    Some(Ok(e)) => {
-                        relevant |= e
-                            .name
-                            .is_none_or(|n| is_manifest_name(&n.to_string_lossy()));
-                    }
+                    // event queue; either way the poll must look at everything.
+                    Some(Ok(e)) => match e.name {
+                        Some(n) if is_manifest_name(&n.to_string_lossy()) => {
+                            names.insert(n);
+                        }
+                        Some(_) => {}
+                        None => unknown = true,
+                    },
                     Some(Err(e)) => return Err(e),
                     None => {
                         return Err(io::Error::new(
@@ -69,11 +76,25 @@ impl DirWatch {
                     None => break,
                 }
             }
-            if relevant {
-                return Ok(());
+            if unknown {
+                return Ok(Touched::Unknown);
+            }
+            if !names.is_empty() {
+                return Ok(Touched::Names(names));
             }
         }
     }
+}
+
+/// What one wake-up of the watch says changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// These manifests (names in the directory) were written, renamed in or out, or
+    /// removed: reading them is enough.
+    Names(BTreeSet<OsString>),
+    /// Something names do not cover (the directory itself moved, or the event queue
+    /// overflowed): the whole directory must be listed.
+    Unknown,
 }
 
 /// The names the directory source reads: `*.yaml` / `*.yml`, not hidden.
@@ -88,6 +109,46 @@ mod tests {
 
     async fn woken(w: &mut DirWatch, within: Duration) -> bool {
         tokio::time::timeout(within, w.changed()).await.is_ok()
+    }
+
+    /// The names of the next wake-up within `within` (`None`: no wake-up).
+    async fn named(w: &mut DirWatch, within: Duration) -> Option<Touched> {
+        tokio::time::timeout(within, w.changed())
+            .await
+            .ok()
+            .map(|r| r.expect("watch"))
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_names_the_manifests_of_a_burst_and_only_those() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = DirWatch::new(dir.path()).expect("inotify");
+        let short = Duration::from_millis(300);
+        for f in ["a", "b"] {
+            let tmp = dir.path().join(format!(".{f}.tmp"));
+            std::fs::write(&tmp, "kind: Vpc\n").expect("write");
+            std::fs::rename(&tmp, dir.path().join(format!("{f}.yaml"))).expect("rename");
+        }
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+        assert_eq!(
+            named(&mut w, short).await,
+            Some(Touched::Names(BTreeSet::from([
+                OsString::from("a.yaml"),
+                OsString::from("b.yaml")
+            ]))),
+            "one wake-up naming both manifests, not the temp files or notes.txt"
+        );
+        std::fs::remove_file(dir.path().join("a.yaml")).expect("rm");
+        assert_eq!(
+            named(&mut w, short).await,
+            Some(Touched::Names(BTreeSet::from([OsString::from("a.yaml")])))
+        );
+        // The directory itself moved away: names can't say what to read any more.
+        let moved = dir.path().with_extension("moved");
+        std::fs::rename(dir.path(), &moved).expect("move the directory");
+        let seen = named(&mut w, short).await;
+        std::fs::rename(&moved, dir.path()).expect("move it back");
+        assert_eq!(seen, Some(Touched::Unknown));
     }
 
     #[tokio::test]

@@ -352,18 +352,16 @@ pub fn plan_services(
     out
 }
 
-/// The next chassis the SB watch says holds the service gateway's beacon. An unclaimed
-/// beacon (`None`: between the release and the claim of a move, or every candidate dead)
-/// is skipped: the gateway stays where it was rather than going back to the top chassis,
-/// which may be the dead one. Never resolves without a watch, or once the watch ended.
 /// The next wake-up of the manifest directory's watch; never, without one. A failed watch is
 /// dropped (logged): the poll still finds every change, only later.
-async fn next_dir_event(watch: &mut Option<crate::dirwatch::DirWatch>) -> Option<()> {
+async fn next_dir_event(
+    watch: &mut Option<crate::dirwatch::DirWatch>,
+) -> Option<crate::dirwatch::Touched> {
     let Some(w) = watch else {
         return std::future::pending().await;
     };
     match w.changed().await {
-        Ok(()) => Some(()),
+        Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!(error = %e, "manifest directory watch failed; changes are found by the poll only");
             *watch = None;
@@ -372,6 +370,8 @@ async fn next_dir_event(watch: &mut Option<crate::dirwatch::DirWatch>) -> Option
     }
 }
 
+/// The next change of the gateway ports' holders that may call for a demotion; never,
+/// without an SB watch.
 async fn next_demotion(d: &mut Option<crate::demotions::Demotions>) {
     match d {
         Some(d) => d.changed().await,
@@ -379,6 +379,17 @@ async fn next_demotion(d: &mut Option<crate::demotions::Demotions>) {
     }
 }
 
+/// What one wake-up of the loop reads of a watched manifest directory (see `run`).
+enum DirRead {
+    Nothing,
+    Names(BTreeSet<std::ffi::OsString>),
+    All,
+}
+
+/// The next chassis the SB watch says holds the service gateway's beacon. An unclaimed
+/// beacon (`None`: between the release and the claim of a move, or every candidate dead)
+/// is skipped: the gateway stays where it was rather than going back to the top chassis,
+/// which may be the dead one. Never resolves without a watch, or once the watch ended.
 async fn next_election(
     rx: &mut Option<tokio::sync::watch::Receiver<Option<String>>>,
 ) -> Option<String> {
@@ -564,9 +575,18 @@ impl Controller {
     /// are remembered for the next pass; a change whose extent is unknown (a first read,
     /// new or fixed source problems) makes it a full one.
     pub fn refresh(&mut self) -> bool {
+        self.read_source(None)
+    }
+
+    /// [`Controller::refresh`]; in manifest mode, with `names`, only those files of the
+    /// directory are read (what its watch saw change; see `DirSource::poll_names`).
+    fn read_source(&mut self, names: Option<&BTreeSet<std::ffi::OsString>>) -> bool {
         let read_started = Instant::now();
         match &mut self.source {
-            Source::Dir(dir) => match dir.poll_into(&mut self.store) {
+            Source::Dir(dir) => match match names {
+                Some(names) => dir.poll_names(&mut self.store, names),
+                None => dir.poll_into(&mut self.store),
+            } {
                 Ok(Some(changes)) => {
                     tracing::debug!(
                         objects = self.store.len(),
@@ -702,14 +722,25 @@ impl Controller {
         let mut dir_watch = self.watch_dir();
         tokio::pin!(shutdown);
         loop {
+            // With a live watch of the manifest directory, what to read of it: everything at
+            // a poll (the safety net) or when the watch can't name the files, the files it
+            // names when it wakes us, nothing on other wake-ups (NB echoes of our writes:
+            // at 100 changes/s that was a listing of the directory 200 times a second).
+            // Without a watch (or in cluster mode), the source is read at every wake-up.
+            let mut dir_read = DirRead::Nothing;
             tokio::select! {
                 () = &mut shutdown => {
                     tracing::info!("shutting down");
                     break;
                 }
-                _ = poll.tick() => {}
+                _ = poll.tick() => dir_read = DirRead::All,
                 // A manifest was written: read it now, not at the next poll.
-                Some(()) = next_dir_event(&mut dir_watch) => {}
+                Some(touched) = next_dir_event(&mut dir_watch) => {
+                    dir_read = match touched {
+                        crate::dirwatch::Touched::Names(names) => DirRead::Names(names),
+                        crate::dirwatch::Touched::Unknown => DirRead::All,
+                    };
+                }
                 // Only a changed verdict is worth a pass, not a periodic status rewrite.
                 () = probe_verdicts.notified() => dirty |= self.probe_verdicts_changed(),
                 () = self.source_changed() => {
@@ -750,7 +781,13 @@ impl Controller {
                 self.full = true;
                 dirty = true;
             }
-            if self.refresh() {
+            let read = match dir_read {
+                _ if dir_watch.is_none() || !self.is_dir() => self.refresh(),
+                DirRead::All => self.refresh(),
+                DirRead::Names(names) => self.read_source(Some(&names)),
+                DirRead::Nothing => false,
+            };
+            if read {
                 dirty = true;
             }
             let open = self.gate.is_open();

@@ -3,7 +3,8 @@
 //!
 //! Changes are found by polling: each file's modification time, size and inode are
 //! compared with the last poll, and only a file whose stamp moved is read again (and only
-//! re-parsed when its text really changed). Within a changed file only the documents whose
+//! re-parsed when its text really changed). Between polls, the files the directory's watch
+//! names are read without listing the directory ([`DirSource::poll_names`]). Within a changed file only the documents whose
 //! text changed are parsed (each document's text is hashed and compared with the last
 //! read), and their objects are compared one by one with the store's, so the loop learns
 //! exactly which objects changed: an edit of one service in a file of 100 among 10,000
@@ -18,6 +19,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,7 +87,6 @@ pub struct DirSource {
 }
 
 fn manifest_files(dir: &Path) -> io::Result<Vec<(PathBuf, Stamp)>> {
-    use std::os::unix::fs::MetadataExt;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -98,15 +99,20 @@ fn manifest_files(dir: &Path) -> io::Result<Vec<(PathBuf, Stamp)>> {
             continue;
         }
         // A file removed between the listing and the stat is simply gone.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_file() {
-            files.push((path, (meta.modified().ok(), meta.len(), meta.ino())));
+        if let Some(stamp) = file_stamp(&path) {
+            files.push((path, stamp));
         }
     }
     files.sort();
     Ok(files)
+}
+
+/// The stamp of a regular file; `None` when there is none (gone, or not a file).
+fn file_stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file()
+        .then(|| (meta.modified().ok(), meta.len(), meta.ino()))
 }
 
 /// How close to its modification time a stamp is not trusted (file times come from a
@@ -322,11 +328,56 @@ impl DirSource {
             .filter(|p| !present.contains(p))
             .cloned()
             .collect();
+        self.read_files(store, &listed, gone, false)
+    }
+
+    /// Like [`DirSource::poll_into`], for the files of `names` only (names in the directory,
+    /// as the directory watch reports them: written, renamed in or out, removed), without
+    /// listing the directory: a listing waits for the directory's lock, which a writer
+    /// creating or renaming a file there holds while the disk is slow (100 ms and more on a
+    /// busy disk), and the change path has no use for the other 100 files' stamps. Each named
+    /// file is read whatever its stamp (the watch saw it written). The first read lists
+    /// everything.
+    pub fn poll_names(
+        &mut self,
+        store: &mut Store,
+        names: &BTreeSet<OsString>,
+    ) -> io::Result<Option<Changes>> {
+        if self.first {
+            return self.poll_into(store);
+        }
+        let mut listed = Vec::new();
+        let mut gone = Vec::new();
+        for name in names {
+            if !crate::dirwatch::is_manifest_name(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            match file_stamp(&path) {
+                Some(stamp) => listed.push((path, stamp)),
+                None if self.files.contains_key(&path) => gone.push(path),
+                None => {}
+            }
+        }
+        listed.sort();
+        self.read_files(store, &listed, gone, true)
+    }
+
+    /// Reads the files of `listed` whose stamp moved (all of them when `force`) and drops
+    /// the files of `gone`, into `store`.
+    fn read_files(
+        &mut self,
+        store: &mut Store,
+        listed: &[(PathBuf, Stamp)],
+        gone: Vec<PathBuf>,
+        force: bool,
+    ) -> io::Result<Option<Changes>> {
         let mut edited: Vec<(PathBuf, Stamp, String)> = Vec::new();
-        for (path, stamp) in &listed {
+        for (path, stamp) in listed {
             if let Some(st) = self.files.get_mut(path)
                 && st.stamp == *stamp
                 && !st.racy
+                && !force
             {
                 continue;
             }
@@ -560,6 +611,62 @@ mod tests {
         std::fs::write(&f, text("10.0.0.9")).expect("write");
         src.forget_stamps();
         assert!(src.poll_into(&mut store).expect("poll").is_none());
+    }
+
+    #[test]
+    fn the_named_files_are_read_without_a_listing_and_an_unnamed_edit_waits_for_the_poll() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let names = |n: &[&str]| n.iter().map(OsString::from).collect::<BTreeSet<_>>();
+        std::fs::write(dir.path().join("a.yaml"), svc("s1", "10.0.0.1")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), svc("s2", "10.0.0.2")).expect("write");
+        let mut src = DirSource::new(dir.path());
+        let mut store = Store::default();
+        // The first read is everything, whatever the names say.
+        let first = src
+            .poll_names(&mut store, &names(&["a.yaml"]))
+            .expect("poll")
+            .expect("first read");
+        assert!(first.objects.is_none(), "the first read is everything");
+        assert_eq!(store.services.len(), 2);
+
+        // An edit of a, a new file c, b edited but not named (its event still to come).
+        std::fs::write(dir.path().join("a.yaml"), svc("s1", "10.0.0.9")).expect("write");
+        std::fs::write(dir.path().join("c.yaml"), svc("s3", "10.0.0.3")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), svc("s2", "10.0.0.8")).expect("write");
+        let c = src
+            .poll_names(&mut store, &names(&["a.yaml", "c.yaml", ".c.tmp", "x.txt"]))
+            .expect("poll")
+            .expect("changed");
+        let svc_ref = |n: &str| ObjectRef::new("YusurService", Some("t"), n);
+        assert_eq!(
+            c.objects,
+            Some(BTreeSet::from([svc_ref("s1"), svc_ref("s3")])),
+            "the named manifests only"
+        );
+        let backend = |store: &Store, k: &str| {
+            store.services[k].spec.static_backends[0]
+                .address
+                .to_string()
+        };
+        assert_eq!(
+            backend(&store, "t/s2"),
+            "10.0.0.2",
+            "b was not named: not read"
+        );
+
+        // A named file read again with the same text: nothing changed. A removed one: gone.
+        std::fs::remove_file(dir.path().join("c.yaml")).expect("rm");
+        let c = src
+            .poll_names(&mut store, &names(&["a.yaml", "c.yaml", "never.yaml"]))
+            .expect("poll")
+            .expect("changed");
+        assert_eq!(c.objects, Some(BTreeSet::from([svc_ref("s3")])));
+        assert!(!store.services.contains_key("t/s3"));
+
+        // The poll (a listing) finds the unnamed edit.
+        let c = src.poll_into(&mut store).expect("poll").expect("changed");
+        assert_eq!(c.objects, Some(BTreeSet::from([svc_ref("s2")])));
+        assert_eq!(backend(&store, "t/s2"), "10.0.0.8");
     }
 
     #[test]

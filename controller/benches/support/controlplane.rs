@@ -109,8 +109,9 @@ impl Workload {
     }
 
     /// Writes file `f` whole and renames it into place, so the controller never reads a
-    /// half-written file.
-    fn write_file(&self, f: usize) {
+    /// half-written file. Returns when the rename started (the change exists from its
+    /// return on; writing the temp file before it is not part of the change's latency).
+    fn write_file(&self, f: usize) -> Instant {
         let mut text = String::new();
         let end = ((f + 1) * PER_FILE).min(self.services());
         for s in f * PER_FILE..end {
@@ -118,16 +119,19 @@ impl Workload {
         }
         let tmp = self.path().join(format!(".svc-{f:04}.tmp"));
         std::fs::write(&tmp, text).expect("write services");
+        let rename_start = Instant::now();
         std::fs::rename(&tmp, self.path().join(format!("10-svc-{f:04}.yaml"))).expect("rename");
+        rename_start
     }
 
-    /// Replaces one backend of service `s` with a fresh address; returns that address.
-    pub fn change_backend(&mut self, s: usize, which: usize) -> String {
+    /// Replaces one backend of service `s` with a fresh address; returns that address and
+    /// when the rename of its file started.
+    pub fn change_backend(&mut self, s: usize, which: usize) -> (String, Instant) {
         let slot = self.next_slot;
         self.next_slot += 1;
         self.backends[s][which % BACKENDS] = slot;
-        self.write_file(s / PER_FILE);
-        backend_ip(slot)
+        let rename_start = self.write_file(s / PER_FILE);
+        (backend_ip(slot), rename_start)
     }
 }
 
@@ -136,6 +140,8 @@ pub struct ControllerProc {
     pub child: Child,
     pub metrics: String,
     pub log: PathBuf,
+    /// Copies the controller's stderr (a pipe) into `log`; ends when the child does.
+    log_copier: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControllerProc {
@@ -156,7 +162,14 @@ impl ControllerProc {
         };
         let metrics = format!("127.0.0.1:{port}");
         let log = w.path().join(".controller.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ycloud-controller"))
+        // `YCLOUD_BENCH_CONTROLLER`: another build of the controller (a before → after
+        // comparison in the same run, with the same bench).
+        let bin = std::env::var_os("YCLOUD_BENCH_CONTROLLER").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_ycloud-controller")),
+            PathBuf::from,
+        );
+        let direct = std::env::var_os("YCLOUD_BENCH_LOG_DIRECT").is_some_and(|v| v == "1");
+        let mut child = Command::new(bin)
             .arg(format!("--source=dir:{}", w.path().display()))
             .arg(format!("--nb={}", nb.unix_remote()))
             .arg(format!("--poll-ms={poll_ms}"))
@@ -172,13 +185,29 @@ impl ControllerProc {
                  ycloud_ovsdb::rpc=debug",
             )
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            // A pipe, as a container runtime or journald gives it, not a file on the
+            // benchmark's disk: a write(2) to a file can wait 100 ms and more for the
+            // kernel's dirty-page writeback when the disk is busy, and the controller logs
+            // from its reconcile loop. Our thread takes that wait instead.
+            // (`YCLOUD_BENCH_LOG_DIRECT=1`: the file itself, as before, for a comparison.)
+            .stderr(if direct {
+                Stdio::from(std::fs::File::create(&log).expect("log file"))
+            } else {
+                Stdio::piped()
+            })
             .spawn()
             .expect("spawn ycloud-controller");
+        let log_copier = child.stderr.take().map(|mut from| {
+            let mut to = std::fs::File::create(&log).expect("log file");
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+            })
+        });
         ControllerProc {
             child,
             metrics,
             log,
+            log_copier,
         }
     }
 
@@ -294,6 +323,22 @@ impl ControllerProc {
         Json::Object(out)
     }
 
+    /// Every line of the controller's log: its time (seconds since midnight UTC) and its
+    /// message with the other fields, compact.
+    pub fn log_lines(&self) -> Vec<(f64, String)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+            .filter_map(|j| {
+                let t = j["timestamp"].as_str().and_then(seconds_of_day)?;
+                let mut fields = j["fields"].as_object()?.clone();
+                let msg = fields.remove("message")?;
+                let msg = msg.as_str().unwrap_or_default().to_owned();
+                Some((t, format!("{msg} {}", Json::Object(fields))))
+            })
+            .collect()
+    }
+
     /// The controller's own log lines of its passes driven by a change: (elapsed µs,
     /// services re-resolved, services verified after an NB change, ops) of each.
     pub fn change_passes(&self) -> Vec<[u64; 4]> {
@@ -323,6 +368,18 @@ impl Drop for ControllerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The pipe's end of file: the copier is done.
+        if let Some(t) = self.log_copier.take() {
+            let _ = t.join();
+        }
+        // `YCLOUD_BENCH_KEEP_LOGS=DIR`: the log outlives the run's temp dir (a look at
+        // every pass's timing after the run).
+        if let Some(dir) = std::env::var_os("YCLOUD_BENCH_KEEP_LOGS") {
+            let to = Path::new(&dir).join(format!("controller-{}.log", self.child.id()));
+            if let Err(e) = std::fs::copy(&self.log, &to) {
+                eprintln!("keeping the controller's log as {}: {e}", to.display());
+            }
+        }
     }
 }
 
