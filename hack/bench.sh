@@ -2,7 +2,7 @@
 # Benchmarks against baselines measured in the same run. Each prints JSON lines
 # ({"name", "params", "value", "unit", "baseline", "ratio", ...}) and a table.
 #
-#   bash hack/bench.sh [all|ovsdb|sync|churn|flows|cni|probe|probe-scale|datapath] [--quick]
+#   bash hack/bench.sh [all|ovsdb|sync|parse|churn|flows|cni|probe|probe-scale|datapath] [--quick]
 #
 # --quick runs small sizes (CI smoke use, a few minutes); without it the full sizes run
 # (up to an hour). Needs root (real OVN sandboxes) on Debian 12; installs what it needs.
@@ -19,12 +19,13 @@ declare -A BENCH=(
   [ovsdb]="ycloud-ovsdb ovsdb"
   [cni]="ycloud-cni cni"
   [sync]="ycloud-controller sync"
+  [parse]="ycloud-controller parse"
   [churn]="ycloud-controller churn"
   [probe]="ycloud-controller probe"
   [probe-scale]="ycloud-probe scale"
   [datapath]="ycloud-tests datapath"
 )
-order=(ovsdb sync churn flows cni probe probe-scale datapath)
+order=(ovsdb sync parse churn flows cni probe probe-scale datapath)
 
 run_one() {
   local name=$1 spec crate target
