@@ -302,15 +302,13 @@ pub fn network(lsp: &str, mac: &str, ip_cidr: &str, gw: &str) -> Json {
     })
 }
 
-/// ICMP echo from `ns` to `dst` until the first reply, one request every 250 ms for 5 s (as
-/// `ping -w 5` does; python3 raw socket: `ping` is not installed everywhere). One request
+/// ICMP echo from `ns` to `dst` until the first reply, one request every 250 ms for 2 s (as
+/// `ping -w 2` does; python3 raw socket: `ping` is not installed everywhere). One request
 /// alone can be lost to a link that has just come up (a representor's carrier follows its
-/// VF's, and the kernel turns the queue on asynchronously): seen once in CI; and under a
-/// full CI run's load a representor stayed `Network is down` for all of a 2 s window (once
-/// in session 5, cause not found), hence 5 s.
+/// VF's, and the kernel turns the queue on asynchronously): seen once in CI.
 pub fn ping(ns: &Netns, dst: &str) -> Result<String, String> {
     ns.exec_timeout(
-        &["python3", "-c", PING_PY, dst, "5"],
+        &["python3", "-c", PING_PY, dst, "2"],
         Duration::from_secs(10),
     )
     .map_err(|e| e.to_string())
