@@ -118,16 +118,12 @@ impl Daemon {
         self.ovs
             .del_port_synced(&rep, Duration::from_secs(10))
             .await?;
-        self.ovs.add_port(&rep, &ids, Row::new()).await?;
-        drop(held);
-
-        let (vf_name, rep2, pod_ns, mtu, txoff) = (
-            vf.netdev.clone(),
-            rep.clone(),
-            netns.clone(),
-            net.mtu,
-            self.cfg.tx_checksum_off,
-        );
+        // The representor goes up *before* OVS opens it: ovs-vswitchd keeps its own copy of
+        // a port's interface flags and writes them back when it adds the port (promiscuous
+        // on), so a representor set up while vswitchd was still opening it could be put back
+        // down with a stale copy: `Network is down` on every packet to the pod (seen in ~1
+        // of 4 runs of the SmartNIC test).
+        let (rep2, mtu, txoff) = (rep.clone(), net.mtu, self.cfg.tx_checksum_off);
         with_netlink(None, move |h| async move {
             let Some(r) = link::get_link(&h, &rep2).await? else {
                 return Err(CniError::new(
@@ -152,6 +148,14 @@ impl Daemon {
             if txoff {
                 link::tx_checksum_off(&rep2)?;
             }
+            Ok(())
+        })
+        .await?;
+        self.ovs.add_port(&rep, &ids, Row::new()).await?;
+        drop(held);
+
+        let (vf_name, pod_ns) = (vf.netdev.clone(), netns.clone());
+        with_netlink(None, move |h| async move {
             link::move_vf_to_netns(&h, &vf_name, &pod_ns).await
         })
         .await?;
