@@ -90,6 +90,10 @@ pub struct Args {
     /// their echo out of the NB cache's monitor until the write is committed; 0: never.
     #[arg(long, env = "YCLOUD_DEFER_ECHO_MIN", default_value_t = crate::reconcile::DEFER_ECHO_MIN)]
     pub defer_echo_min: usize,
+    /// A full pass sends its services' rows in NB transactions of this many services,
+    /// each sent while the next is planned; 0: all in one transaction.
+    #[arg(long, env = "YCLOUD_SERVICES_PER_TRANSACTION", default_value_t = crate::reconcile::SERVICES_PER_TRANSACTION)]
+    pub services_per_transaction: usize,
     /// Service-gateway chassis, `NAME[:PRIORITY]`, repeatable (needed for CrossVPC services).
     #[arg(long, env = "YCLOUD_SVCGW_CHASSIS", value_delimiter = ',')]
     pub svcgw_chassis: Vec<String>,
@@ -312,6 +316,10 @@ impl Args {
             poll: Duration::from_millis(self.poll_ms.max(10)),
             resync: Duration::from_secs(self.resync_secs.max(1)),
             defer_echo_min: match self.defer_echo_min {
+                0 => usize::MAX,
+                n => n,
+            },
+            services_per_transaction: match self.services_per_transaction {
                 0 => usize::MAX,
                 n => n,
             },

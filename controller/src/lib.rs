@@ -17,6 +17,7 @@ pub mod kube;
 #[cfg(feature = "kube")]
 pub mod kube_status;
 pub mod offload;
+pub mod par;
 pub mod probes;
 pub mod reconcile;
 pub mod resolve;

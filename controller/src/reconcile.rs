@@ -55,6 +55,9 @@ pub struct Options {
     /// A full pass that inserts at least this many load balancers defers their echo: see
     /// `Controller::defer_lb_echo`. `usize::MAX`: never.
     pub defer_echo_min: usize,
+    /// A full pass sends its services in transactions of this many (see
+    /// [`SERVICES_PER_TRANSACTION`]). `usize::MAX`: all in one.
+    pub services_per_transaction: usize,
 }
 
 /// [`Options::defer_echo_min`] by default: a cold start of 1,000 services and up (below,
@@ -334,23 +337,54 @@ pub fn plan_services(
     r: &Resolved,
     in_nb: &BTreeSet<Owner>,
 ) -> Vec<(Owner, Result<Plan, String>)> {
-    let mut out = Vec::new();
-    for (i, (key, lbs)) in r.services.iter().enumerate() {
+    service_plans(snap, r, in_nb).collect()
+}
+
+/// [`plan_services`] one service at a time, so that a full pass sends the first services'
+/// rows while it plans the next ones.
+fn service_plans<'a>(
+    snap: &'a Snapshot,
+    r: &'a Resolved,
+    in_nb: &'a BTreeSet<Owner>,
+) -> impl Iterator<Item = (Owner, Result<Plan, String>)> + 'a {
+    let wanted = r.services.iter().enumerate().map(|(i, (key, lbs))| {
         let mut p = Plan::new(format!("s{i}_"));
         let res = plan_service(snap, key, lbs, &mut p).map(|()| p);
-        out.push((Owner::Service(key.clone()), res.map_err(|e| e.to_string())));
-    }
-    for o in in_nb.iter().filter(|o| !r.keep.contains(*o)) {
-        if let Owner::Service(key) = o
-            && !r.services.contains_key(key)
-        {
-            let mut p = Plan::new(format!("d{}_", out.len()));
+        (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
+    });
+    let gone = in_nb
+        .iter()
+        .filter(|o| !r.keep.contains(*o))
+        .filter_map(|o| match o {
+            Owner::Service(key) if !r.services.contains_key(key) => Some(key),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, key)| {
+            let mut p = Plan::new(format!("d{i}_"));
             let res = plan_service(snap, key, &[], &mut p).map(|()| p);
-            out.push((o.clone(), res.map_err(|e| e.to_string())));
-        }
-    }
-    out
+            (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
+        });
+    wanted.chain(gone)
 }
+
+/// The load balancers a full pass is about to insert: those of the services without rows
+/// in NB (what decides whether their echo is deferred, see `Controller::defer_lb_echo`).
+fn new_lbs(r: &Resolved, in_nb: &BTreeSet<Owner>) -> usize {
+    r.services
+        .iter()
+        .filter(|(key, _)| !in_nb.contains(&Owner::Service((*key).clone())))
+        .map(|(_, lbs)| lbs.len())
+        .sum()
+}
+
+/// [`Options::services_per_transaction`] by default. A full pass sends its services' rows
+/// in transactions of this many services, one while it plans the next (and one by one
+/// only the services of a transaction that failed). Small transactions, not one: NB
+/// commits the same 10,000 services' rows in ~0.3 s as 40 transactions but ~0.5 s as one
+/// (docs/performance.md, "sync", session 6), and the first is committed while the rest
+/// are planned.
+pub const SERVICES_PER_TRANSACTION: usize = 250;
 
 /// The next wake-up of the manifest directory's watch; never, without one. A failed watch is
 /// dropped (logged): the poll still finds every change, only later.
@@ -867,12 +901,7 @@ impl Controller {
     /// sends before the transaction's reply: ~40 % of the transaction's time) while NB
     /// waits for it. [`Controller::take_lb_echo`] widens it again right after. Returns
     /// whether it narrowed.
-    async fn defer_lb_echo(&self, plans: &[(Owner, Plan)]) -> bool {
-        let new_lbs = plans
-            .iter()
-            .flat_map(|(_, p)| &p.ops)
-            .filter(|op| matches!(op, Operation::Insert { table, .. } if table == "Load_Balancer"))
-            .count();
+    async fn defer_lb_echo(&self, new_lbs: usize) -> bool {
         if new_lbs < self.opts.defer_echo_min || !self.gate.is_open() {
             return false;
         }
@@ -954,6 +983,14 @@ impl Controller {
         plans: Vec<(Owner, Plan)>,
         results: &mut BTreeMap<Owner, Programming>,
     ) -> usize {
+        let sent = self.send(plans, results);
+        self.settle(sent, results).await
+    }
+
+    /// Starts one transaction of `plans` (empty plans are done at once, into `results`):
+    /// encoded and sent by a task of its own, so that the caller plans the next batch
+    /// meanwhile. [`Controller::settle`] takes its outcome.
+    fn send(&self, plans: Vec<(Owner, Plan)>, results: &mut BTreeMap<Owner, Programming>) -> Sent {
         let plans: Vec<(Owner, Plan)> = plans
             .into_iter()
             .filter(|(o, p)| {
@@ -964,7 +1001,7 @@ impl Controller {
             })
             .collect();
         if plans.is_empty() {
-            return 0;
+            return Sent { plans, reply: None };
         }
         // One mutate per shared row instead of one per plan (every new service's LB into
         // the VPC's group): see `merge_reference_inserts`.
@@ -974,11 +1011,30 @@ impl Controller {
                 .flat_map(|(_, p)| p.ops.iter().cloned())
                 .collect(),
         );
-        if self.transact(&all).await.is_ok() {
+        let writer = self.writer();
+        let reply = tokio::spawn(async move {
+            let n = all.len();
+            writer.transact(&all).await.map(|()| n)
+        });
+        Sent {
+            plans,
+            reply: Some(reply),
+        }
+    }
+
+    /// The outcome of a transaction [`Controller::send`] started, into `results`; if it
+    /// failed, its plans are sent again one by one (one bad owner never fails another).
+    /// Returns the operations that NB took.
+    async fn settle(&self, sent: Sent, results: &mut BTreeMap<Owner, Programming>) -> usize {
+        let Sent { plans, reply } = sent;
+        let Some(reply) = reply else {
+            return 0;
+        };
+        if let Ok(Ok(n)) = reply.await {
             for (o, p) in &plans {
                 results.insert(o.clone(), programmed(o, p));
             }
-            return all.len();
+            return n;
         }
         let mut n = 0;
         for (o, p) in plans {
@@ -1018,31 +1074,15 @@ impl Controller {
     }
 
     async fn transact(&self, ops: &[Operation]) -> Result<(), ycloud_ovsdb::Error> {
-        if !self.gate.is_open() {
-            // Not the leader (or no longer): the transaction is not sent.
-            return Err(ycloud_ovsdb::Error::NotConnected {
-                reason: "not the leader".into(),
-            });
+        self.writer().transact(ops).await
+    }
+
+    fn writer(&self) -> Writer {
+        Writer {
+            client: self.client.clone(),
+            gate: self.gate.clone(),
+            metrics: self.metrics.clone(),
         }
-        let started = Instant::now();
-        let res = self.client.transact(ops).await;
-        let m = &self.metrics;
-        m.transactions.fetch_add(1, Ordering::Relaxed);
-        m.txn_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        m.txn_bytes
-            .fetch_add(op_bytes(ops) as u64, Ordering::Relaxed);
-        m.txn_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if res.is_err() {
-            m.nb_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        tracing::debug!(
-            ops = ops.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            ok = res.is_ok(),
-            "NB transaction"
-        );
-        res.map(|_| ())
     }
 
     /// Notes one NB change for the next pass (see `run`).
@@ -1300,22 +1340,31 @@ impl Controller {
 
         // The services hang off what the topology phase just wrote: plan them on a fresh
         // snapshot.
-        let plan_started = Instant::now();
+        let services_started = Instant::now();
         let snap = self.cache.snapshot();
         in_nb.extend(owners_in_nb(&snap));
-        let mut plans = Vec::new();
-        for (o, p) in plan_services(&snap, &resolved, &in_nb) {
+        let deferred = self.defer_lb_echo(new_lbs(&resolved, &in_nb)).await;
+        // Planned and sent in batches: NB commits one while the next is planned and
+        // encoded (on a cold start the server's share is most of the pass).
+        let plan_started = Instant::now();
+        let mut sent = Vec::new();
+        let mut batch = Vec::new();
+        for (o, p) in service_plans(&snap, &resolved, &in_nb) {
             match p {
-                Ok(p) => plans.push((o, p)),
+                Ok(p) => batch.push((o, p)),
                 Err(e) => {
                     results.insert(o, Programming::Failed(e));
                 }
             }
+            if batch.len() >= self.opts.services_per_transaction {
+                sent.push(self.send(std::mem::take(&mut batch), &mut results));
+            }
         }
+        sent.push(self.send(batch, &mut results));
         let plan_ms = plan_started.elapsed().as_millis() as u64;
-        let services_started = Instant::now();
-        let deferred = self.defer_lb_echo(&plans).await;
-        ops += self.apply(plans, &mut results).await;
+        for s in sent {
+            ops += self.settle(s, &mut results).await;
+        }
         let services_ms = services_started.elapsed().as_millis() as u64;
         if deferred {
             self.take_lb_echo().await;
@@ -1667,6 +1716,51 @@ fn track_connection(
 }
 
 /// Done, unless the plan left rows alone because someone else holds their names.
+/// What an NB transaction needs, apart from the controller (a [`Controller::send`]'s task
+/// owns one): the client, the write gate, the counters.
+struct Writer {
+    client: Client,
+    gate: WriteGate,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    async fn transact(&self, ops: &[Operation]) -> Result<(), ycloud_ovsdb::Error> {
+        if !self.gate.is_open() {
+            // Not the leader (or no longer): the transaction is not sent.
+            return Err(ycloud_ovsdb::Error::NotConnected {
+                reason: "not the leader".into(),
+            });
+        }
+        let started = Instant::now();
+        let res = self.client.transact(ops).await;
+        let m = &self.metrics;
+        m.transactions.fetch_add(1, Ordering::Relaxed);
+        m.txn_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        m.txn_bytes
+            .fetch_add(op_bytes(ops) as u64, Ordering::Relaxed);
+        m.txn_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if res.is_err() {
+            m.nb_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            ops = ops.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ok = res.is_ok(),
+            "NB transaction"
+        );
+        res.map(|_| ())
+    }
+}
+
+/// A transaction [`Controller::send`] started: its plans and, unless it had nothing to
+/// send, the task that waits for its reply.
+struct Sent {
+    plans: Vec<(Owner, Plan)>,
+    reply: Option<tokio::task::JoinHandle<Result<usize, ycloud_ovsdb::Error>>>,
+}
+
 fn programmed(o: &Owner, p: &Plan) -> Programming {
     if p.conflicts.is_empty() {
         Programming::Done
@@ -1807,6 +1901,7 @@ mod tests {
             bfd: Default::default(),
             // Every full pass that inserts a load balancer takes the deferred path.
             defer_echo_min: 1,
+            services_per_transaction: SERVICES_PER_TRANSACTION,
         }
     }
 
@@ -1957,15 +2052,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cold_start_that_defers_its_echo_ends_with_the_cache_equal_to_nb_and_drift_repaired()
-    {
+    async fn a_cold_start_that_defers_its_echo_and_sends_services_in_batches_ends_with_the_cache_equal_to_nb_and_drift_repaired()
+     {
         let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
         let dir = tempfile::tempdir().expect("tmp");
         let status = dir.path().join(".status");
         write(dir.path(), "00-topology.yaml", TOPOLOGY);
         write(dir.path(), "services.yaml", &services("10.16.0.10"));
         write(dir.path(), "pods.yaml", &pods("b"));
-        let opts = test_options(dir.path(), status, &nb, Duration::from_millis(10));
+        let mut opts = test_options(dir.path(), status, &nb, Duration::from_millis(10));
+        // Several transactions of services, each sent while the next batch is planned.
+        opts.services_per_transaction = 2;
         let metrics = Arc::new(Metrics::default());
         let (stop, run) = start_loop(opts.clone(), &metrics).await;
         let (client, cache) = nb_view(&nb).await;
@@ -2022,6 +2119,9 @@ mod tests {
         let report = fresh.pass().await;
         assert!(report.failed.is_empty(), "{report:?}");
         assert_eq!(fresh_metrics.deferred_echoes.load(Ordering::Relaxed), 1);
+        // The new services, two a transaction: at least three transactions of services.
+        let transactions = fresh_metrics.transactions.load(Ordering::Relaxed);
+        assert!(transactions >= 3, "{transactions} transactions");
         wait_until("10 load balancers", || lbs(&cache).len() == 10).await;
         let (names, uuids) = lb_rows(&cache);
         assert!(names.values().all(|n| *n == 1), "{names:?}");

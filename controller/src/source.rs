@@ -175,11 +175,17 @@ fn parse_changed_documents(
         .iter()
         .map(|d| (d.hash, d))
         .collect();
+    let texts = split_documents(text)?;
+    if known.is_empty()
+        && let Some(whole) = parse_unknown_documents(path, text, &texts)
+    {
+        return Some(whole);
+    }
     let mut parsed = Store::default();
     let mut docs = Vec::new();
     let mut count = 0;
     let mut seen = BTreeSet::new();
-    for doc in split_documents(text)? {
+    for doc in texts {
         let hash = hash_of(doc);
         let objects = match known.get(&hash) {
             Some(d) => d.objects.clone(),
@@ -204,6 +210,36 @@ fn parse_changed_documents(
         docs.push(Doc { hash, objects });
     }
     Some((parsed, docs, count))
+}
+
+/// [`parse_changed_documents`] when none of the documents is known (a first read): the
+/// whole text through one parser, each object matched to its document by order. `None`
+/// when that can't be trusted (the parser's documents are not `texts`, e.g. a comment-only
+/// text before the first `---`), a document has an error, or two define one object: the
+/// caller then parses document by document.
+fn parse_unknown_documents(
+    path: &Path,
+    text: &str,
+    texts: &[&str],
+) -> Option<(Store, Vec<Doc>, usize)> {
+    let mut parsed = Store::default();
+    let (errors, objects) = parsed.load_yaml_documents(path, text);
+    if !errors.is_empty() || objects.len() != texts.len() {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut docs = Vec::with_capacity(texts.len());
+    for (doc, object) in texts.iter().zip(objects) {
+        let objects: Vec<ObjectRef> = object.into_iter().collect();
+        if objects.iter().any(|o| !seen.insert(o.clone())) {
+            return None;
+        }
+        docs.push(Doc {
+            hash: hash_of(doc),
+            objects,
+        });
+    }
+    Some((parsed, docs, texts.len()))
 }
 
 /// One edited file parsed: the store of the objects parsed now, the errors, the documents'
@@ -240,48 +276,25 @@ fn parse_file(path: &Path, text: &str, old_docs: Option<&[Doc]>) -> ParsedFile {
     }
 }
 
-/// Parses each edited file ([`parse_file`]): the files at once on up to [`PARSE_THREADS`]
-/// threads when there are many (a cold start with 10,000 services reads 100 files; YAML
-/// parsing is most of reading them). Results in `files`' order.
+/// Parses each edited file ([`parse_file`]): the files at once on several threads when
+/// there are many (a cold start with 10,000 services reads 100 files; YAML parsing is most
+/// of reading them). Results in `files`' order.
 fn parse_files(files: &[ParseJob<'_>]) -> Vec<ParsedFile> {
-    let parse = |(path, text, old): &ParseJob<'_>| parse_file(path, text, *old);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(PARSE_THREADS);
-    // One edited file (the change path) or a small directory: not worth a thread.
-    let bytes: usize = files.iter().map(|(_, t, _)| t.len()).sum();
-    if threads < 2 || files.len() < 2 || bytes < PARALLEL_PARSE_BYTES {
-        return files.iter().map(parse).collect();
-    }
-    // Contiguous chunks of about equal bytes, so each thread's results stay in order.
-    let per_thread = bytes.div_ceil(threads);
-    let mut chunks: Vec<&[ParseJob<'_>]> = Vec::with_capacity(threads);
-    let (mut start, mut acc) = (0, 0);
-    for (i, (_, t, _)) in files.iter().enumerate() {
-        acc += t.len();
-        if acc >= per_thread || i + 1 == files.len() {
-            chunks.push(&files[start..=i]);
-            (start, acc) = (i + 1, 0);
-        }
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // A panic in the parser is a bug: surface it as one, on this thread.
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
-    })
+    crate::par::map_chunks(
+        files,
+        |(_, text, _)| text.len(),
+        PARALLEL_PARSE_BYTES,
+        |chunk| {
+            chunk
+                .iter()
+                .map(|(path, text, old)| parse_file(path, text, *old))
+                .collect::<Vec<_>>()
+        },
+    )
+    .into_iter()
+    .flatten()
+    .collect()
 }
-
-/// At most this many threads parse files at once.
-const PARSE_THREADS: usize = 4;
 
 /// Below this much text in the files to parse, one thread parses them (a thread costs
 /// more than it saves).
@@ -823,6 +836,52 @@ mod tests {
         let c = src.poll_into(&mut store).expect("poll").expect("changed");
         assert_eq!(addr(&store), "10.0.0.2", "the later document still wins");
         assert_eq!(c.objects, Some(BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_first_read_parses_a_file_in_one_go_with_the_same_documents_as_one_by_one() {
+        let path = Path::new("svc.yaml");
+        let one_by_one = |text: &str| {
+            // Known documents (none matching) force the per-document parse.
+            let unknown = [Doc {
+                hash: 0,
+                objects: Vec::new(),
+            }];
+            parse_changed_documents(path, text, Some(&unknown)).expect("per document")
+        };
+        let same = |text: &str| {
+            let (whole, docs, n) = parse_changed_documents(path, text, None).expect("first read");
+            let (single, single_docs, single_n) = one_by_one(text);
+            assert!(whole.diff(&single).is_empty(), "{text}");
+            assert_eq!(n, single_n, "{text}");
+            let view = |d: &[Doc]| {
+                d.iter()
+                    .map(|d| (d.hash, d.objects.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(view(&docs), view(&single_docs), "{text}");
+        };
+        let two = format!("---\n{}---\n{}", svc("a", "10.0.0.1"), svc("b", "10.0.0.2"));
+        // In one go: the parser's documents are the cut ones (empty ones included).
+        assert!(parse_unknown_documents(path, &two, &split_documents(&two).unwrap()).is_some());
+        same(&two);
+        let with_empty = format!(
+            "{two}---
+"
+        );
+        assert!(
+            parse_unknown_documents(path, &with_empty, &split_documents(&with_empty).unwrap())
+                .is_some()
+        );
+        same(&with_empty);
+        // A comment before the first `---` is a cut document but not the parser's: one by
+        // one, with the same result.
+        let lead = format!("# services\n{two}");
+        assert!(parse_unknown_documents(path, &lead, &split_documents(&lead).unwrap()).is_none());
+        same(&lead);
+        // An object defined twice: the later wins, read whole by the caller.
+        let twice = format!("---\n{}---\n{}", svc("a", "10.0.0.1"), svc("a", "10.0.0.2"));
+        assert!(parse_changed_documents(path, &twice, None).is_none());
     }
 
     #[test]

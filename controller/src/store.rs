@@ -252,7 +252,20 @@ impl Store {
 
     /// Loads every document of one YAML text; `path` only names it in errors.
     pub fn load_yaml(&mut self, path: &Path, text: &str) -> Vec<LoadError> {
+        self.load_yaml_documents(path, text).0
+    }
+
+    /// [`Store::load_yaml`], also saying which object each document of the stream defined
+    /// (`None`: an empty document, or one with an error), in the stream's order: one parser
+    /// for the whole text, where parsing document by document starts a parser (and its
+    /// buffers) for each.
+    pub fn load_yaml_documents(
+        &mut self,
+        path: &Path,
+        text: &str,
+    ) -> (Vec<LoadError>, Vec<Option<ObjectRef>>) {
         let mut errors = Vec::new();
+        let mut objects = Vec::new();
         for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let doc = i + 1;
             let err = |what: String, object: Option<ObjectRef>| LoadError {
@@ -262,7 +275,10 @@ impl Store {
                 object,
             };
             let value = match serde_json::Value::deserialize(de) {
-                Ok(serde_json::Value::Null) => continue,
+                Ok(serde_json::Value::Null) => {
+                    objects.push(None);
+                    continue;
+                }
                 Ok(v) => v,
                 Err(e) => {
                     errors.push(err(format!("not YAML: {e}"), None));
@@ -270,11 +286,15 @@ impl Store {
                     break;
                 }
             };
-            if let Err(e) = self.insert(value) {
-                errors.push(err(e.0, e.1));
+            match self.insert(value) {
+                Ok(o) => objects.push(Some(o)),
+                Err(e) => {
+                    objects.push(None);
+                    errors.push(err(e.0, e.1));
+                }
             }
         }
-        errors
+        (errors, objects)
     }
 
     /// Inserts one object given as JSON (the Kubernetes source's way in: an object of its
@@ -284,11 +304,11 @@ impl Store {
         &mut self,
         doc: serde_json::Value,
     ) -> Result<(), (String, Option<ObjectRef>)> {
-        self.insert(doc)
+        self.insert(doc).map(drop)
     }
 
     /// Inserts one parsed document.
-    fn insert(&mut self, doc: serde_json::Value) -> Result<(), (String, Option<ObjectRef>)> {
+    fn insert(&mut self, doc: serde_json::Value) -> Result<ObjectRef, (String, Option<ObjectRef>)> {
         let api = doc
             .get("apiVersion")
             .and_then(|v| v.as_str())
@@ -357,7 +377,7 @@ impl Store {
                 return Err((format!("unknown kind {kind:?} of {api:?}"), Some(oref)));
             }
         }
-        Ok(())
+        Ok(oref)
     }
 }
 
