@@ -18,10 +18,16 @@
 //! OVS 3.1.0's userspace conntrack assertion can kill `ovs-vswitchd` under this NATed
 //! traffic (docs/performance.md). After every step the bench checks the vswitchd; if it
 //! died, the sandbox starts the datapath again ([`Sandbox::restart_crashed_vswitchd`]), the
-//! bench waits until the VIP answers and runs the step again, up to 3 attempts. Each line
-//! says how many attempts its step took and how many crashes it saw (`"crashes"`). A step
-//! that still fails is a `"status": "failed"` line with the reason; the rest, and the
-//! offload share of both modes, are measured anyway, and the bench exits 1 at the end.
+//! bench waits until the VIP answers and runs the step again, up to 3 attempts. Direct and
+//! VIP of one kind are one step: their ratio always compares runs on the same vswitchd.
+//! Each line says how many attempts its step took and how many crashes it saw
+//! (`"crashes"`). A step that still fails is a `"status": "failed"` line with the reason;
+//! the rest, and the offload share of both modes, are measured anyway, and the bench exits
+//! 1 at the end.
+//!
+//! `--kill-vswitchd-during "offload crr vip"` (any case's table name) kills the vswitchd
+//! half-way through that case in its first attempt (`--kill-attempts N`: its first N
+//! attempts): the crash path and, with N = 3, the failed path on demand.
 //!
 //! Full: 10 s per case; `--quick`: 2 s.
 
@@ -146,6 +152,9 @@ fn run_load(client: &Pod, exe: &str, addr: &str, secs: f64, kind: &str) -> Resul
 /// restarted datapath, and so is one that failed on its own.
 const ATTEMPTS: u32 = 3;
 
+/// How often one revival starts a vswitchd that dies again before the VIP answers.
+const RESTARTS: usize = 5;
+
 /// How a step ended after its attempts.
 struct Outcome<T> {
     result: Result<T, String>,
@@ -158,47 +167,93 @@ struct Outcome<T> {
 struct Bench<'a> {
     sb: &'a Sandbox,
     client: &'a Pod,
+    /// Every pod: the client and the backends.
+    pods: [&'a Pod; 3],
     exe: &'a str,
 }
 
 impl Bench<'_> {
-    /// Waits up to `within` until short bursts of new connections through the VIP all
-    /// succeed: the echo servers listen and the flows of the path are installed.
-    fn wait_vip(&self, within: Duration) -> Result<(), String> {
+    /// Waits up to `within` until `clean` short bursts of new connections through the VIP
+    /// in a row all succeed: the echo servers listen and the flows of the path are installed.
+    fn wait_vip(&self, within: Duration, clean: u32) -> Result<(), String> {
         let deadline = Instant::now() + within;
+        let mut in_a_row = 0;
         loop {
             let r = run_load(self.client, self.exe, &format!("{VIP}:80"), 0.2, "crr");
             if let Ok(r) = &r
                 && r["requests"].as_u64().unwrap_or(0) > 0
                 && r["errors"] == 0
             {
-                return Ok(());
+                in_a_row += 1;
+                if in_a_row == clean {
+                    return Ok(());
+                }
+                continue;
+            }
+            in_a_row = 0;
+            if !self.vswitchd_runs() {
+                return Err("ovs-vswitchd died while waiting for the VIP".into());
             }
             if Instant::now() >= deadline {
+                let last = match r {
+                    Ok(j) => format!("last burst {j}"),
+                    Err(e) => e,
+                };
                 return Err(format!(
-                    "the VIP {VIP}:80 did not answer within {within:?}: {r:?}"
+                    "the VIP {VIP}:80 did not answer within {within:?} ({last})"
                 ));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
     }
 
+    fn vswitchd_runs(&self) -> bool {
+        self.sb.node_daemon_pid(1, "ovs-vswitchd").is_some()
+    }
+
+    /// Closes every TCP connection in the pods but the listeners. The connections a crash
+    /// cut off would otherwise retransmit into the new vswitchd's empty conntrack, mid-
+    /// stream and NATed: what trips OVS 3.1.0's assertion again (seen: the restarted
+    /// vswitchd died within seconds).
+    fn close_abandoned_connections(&self) {
+        for pod in &self.pods {
+            if let Err(e) = pod.exec(&["ss", "-K", "-t", "state", "connected"]) {
+                eprintln!(
+                    "datapath bench: closing the cut-off connections in {}: {e}",
+                    pod.name()
+                );
+            }
+        }
+    }
+
     /// After a step: if `ovs-vswitchd` died meanwhile (OVS 3.1.0's userspace conntrack
     /// assertion, docs/performance.md), starts the datapath again and waits until the VIP
-    /// answers. `Ok(None)`: it ran throughout; `Ok(Some(crash))`: it died and is back;
-    /// `Err`: it died and did not come back.
-    fn revive(&self) -> Result<Option<String>, String> {
-        let Some(crash) = self
-            .sb
-            .restart_crashed_vswitchd(1)
-            .map_err(|e| format!("ovs-vswitchd died and could not be started again: {e}"))?
-        else {
-            return Ok(None);
-        };
-        let crash = crash.to_string();
-        self.wait_vip(Duration::from_secs(60))
-            .map_err(|e| format!("{crash}; started again, but {e}"))?;
-        Ok(Some(crash))
+    /// answers, again if it dies meanwhile (up to [`RESTARTS`] times). The crashes seen (none:
+    /// it ran throughout), and `Err` if it is not back.
+    fn revive(&self) -> (Vec<String>, Result<(), String>) {
+        let mut crashes = Vec::new();
+        loop {
+            if !self.vswitchd_runs() {
+                self.close_abandoned_connections();
+            }
+            match self.sb.restart_crashed_vswitchd(1) {
+                Ok(None) => return (crashes, Ok(())),
+                Ok(Some(crash)) => crashes.push(crash.to_string()),
+                Err(e) => {
+                    let e = format!("ovs-vswitchd died and could not be started again: {e}");
+                    return (crashes, Err(e));
+                }
+            }
+            // a few clean bursts, not one: a freshly started datapath still settles
+            match self.wait_vip(Duration::from_secs(60), 3) {
+                Ok(()) => return (crashes, Ok(())),
+                Err(_) if !self.vswitchd_runs() && crashes.len() < RESTARTS => {}
+                Err(e) => {
+                    let last = crashes.last().cloned().unwrap_or_default();
+                    return (crashes, Err(format!("{last}; started again, but {e}")));
+                }
+            }
+        }
     }
 
     /// Runs `step` up to [`ATTEMPTS`] times, until it succeeds on a datapath that stayed up
@@ -208,29 +263,30 @@ impl Bench<'_> {
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             let result = step();
-            match self.revive() {
-                Ok(None) => match result {
-                    Ok(v) => {
-                        return Outcome {
-                            result: Ok(v),
-                            attempts: attempt,
-                            crashes,
-                        };
-                    }
-                    Err(e) => last = e,
-                },
-                Ok(Some(crash)) => {
+            let (seen, back) = self.revive();
+            let n = seen.len();
+            crashes.extend(seen);
+            match (back, n, result) {
+                (Ok(()), 0, Ok(v)) => {
+                    return Outcome {
+                        result: Ok(v),
+                        attempts: attempt,
+                        crashes,
+                    };
+                }
+                (Ok(()), 0, Err(e)) => last = e,
+                (Ok(()), n, _) => {
+                    let crash = crashes.last().cloned().unwrap_or_default();
                     eprintln!(
-                        "datapath bench: {what}, attempt {attempt} of {ATTEMPTS}: {crash}; \
-                         started again and the VIP answers: this attempt does not count"
+                        "datapath bench: {what}, attempt {attempt} of {ATTEMPTS}: {crash} \
+                         ({n} crash(es)); started again and the VIP answers: this attempt \
+                         does not count"
                     );
                     last = format!("ovs-vswitchd died during it: {crash}");
-                    crashes.push(crash);
                 }
-                Err(e) => {
+                (Err(e), _, _) => {
                     eprintln!("datapath bench: {what}, attempt {attempt} of {ATTEMPTS}: {e}");
-                    last = e.clone();
-                    crashes.push(e);
+                    last = e;
                 }
             }
         }
@@ -244,14 +300,19 @@ impl Bench<'_> {
 
 /// A line of the closing table.
 enum Row {
+    /// req/s and the load generator's summary.
     Traffic {
         name: String,
-        outcome: Outcome<Json>,
-        rps: f64,
+        result: Result<(f64, Json), String>,
+        attempts: u32,
+        crashes: usize,
     },
+    /// Eligible and judged flows.
     Share {
         name: String,
-        outcome: Outcome<(usize, usize)>,
+        result: Result<(usize, usize), String>,
+        attempts: u32,
+        crashes: usize,
     },
 }
 
@@ -270,6 +331,22 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let kill_during = args
+        .iter()
+        .position(|a| a == "--kill-vswitchd-during")
+        .map(|i| {
+            args.get(i + 1)
+                .cloned()
+                .expect("--kill-vswitchd-during needs a case, e.g. \"offload crr vip\"")
+        });
+    let kill_attempts: u32 = args
+        .iter()
+        .position(|a| a == "--kill-attempts")
+        .map_or(1, |i| {
+            args.get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .expect("--kill-attempts needs a number")
+        });
     let secs = if quick { 2.0 } else { 10.0 };
     let exe = std::env::current_exe().expect("own path");
     let exe = exe.to_str().expect("utf-8 path");
@@ -320,11 +397,12 @@ fn main() {
     let bench = Bench {
         sb: &sb,
         client: &client,
+        pods: [&client, &b1, &b2],
         exe,
     };
     // The echo servers listen and the path works, before anything is timed.
     bench
-        .wait_vip(Duration::from_secs(30))
+        .wait_vip(Duration::from_secs(30), 1)
         .unwrap_or_else(|e| panic!("no path to the VIP: {e}"));
 
     let ovs = OvsCtl {
@@ -358,49 +436,78 @@ fn main() {
             failed.push(format!("{mode} mode set-up: {e}"));
         }
         for kind in ["rr", "crr"] {
-            let mut rps = [None; 2];
-            for (i, (target, addr)) in [("direct", "10.0.2.11:7000"), ("vip", "10.96.0.100:80")]
-                .iter()
-                .enumerate()
-            {
+            // direct and VIP are one step: a ratio compares runs on the same datapath
+            // process, so a crash during either runs both again
+            let targets = [("direct", "10.0.2.11:7000"), ("vip", "10.96.0.100:80")];
+            let step = format!("{mode} {kind}");
+            let kill = kill_during
+                .as_deref()
+                .and_then(|k| k.strip_prefix(&format!("{step} ")));
+            let mut kills_left = kill_attempts;
+            let outcome = bench.attempts(&step, || {
+                let mut out = Vec::new();
+                for (target, addr) in targets {
+                    let r = if kill == Some(target) && kills_left > 0 {
+                        kills_left -= 1;
+                        run_load_killing_vswitchd(&sb, &client, exe, addr, secs, kind)
+                    } else {
+                        run_load(&client, exe, addr, secs, kind)
+                    };
+                    out.push(r.map_err(|e| format!("{target}: {e}"))?);
+                }
+                Ok(out)
+            });
+            crashes_total += outcome.crashes.len();
+            let (attempts, crashes) = (outcome.attempts, outcome.crashes.len());
+            let params = json!({"mode": mode, "conns": CONNS, "msg_bytes": MSG, "secs": secs});
+            let mut rps = Vec::new();
+            for (i, (target, _)) in targets.iter().enumerate() {
                 let name = format!("datapath.{kind}.{target}");
-                let outcome = bench.attempts(&format!("{mode} {kind} {target}"), || {
-                    run_load(&client, exe, addr, secs, kind)
-                });
-                crashes_total += outcome.crashes.len();
-                let params = json!({"mode": mode, "conns": CONNS, "msg_bytes": MSG, "secs": secs});
-                let line = match &outcome.result {
-                    Ok(r) => {
+                let result = match &outcome.result {
+                    Ok(runs) => {
+                        let r = &runs[i];
                         let v = r["requests"].as_f64().unwrap_or(0.0)
                             / r["secs"].as_f64().unwrap_or(1.0);
-                        rps[i] = Some(v);
-                        json!({"name": name, "params": params, "value": v.round(), "unit": "req/s",
-                            "p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"],
-                            "attempts": outcome.attempts, "crashes": outcome.crashes.len(),
-                            "status": "ok"})
+                        rps.push(v);
+                        println!(
+                            "{}",
+                            json!({"name": name, "params": params, "value": v.round(),
+                                "unit": "req/s", "p50_us": r["p50_us"], "p99_us": r["p99_us"],
+                                "errors": r["errors"], "attempts": attempts, "crashes": crashes,
+                                "status": "ok"})
+                        );
+                        Ok((v, r.clone()))
                     }
                     Err(e) => {
-                        failed.push(format!("{mode} {kind} {target}: {e}"));
-                        json!({"name": name, "params": params, "value": null, "unit": "req/s",
-                            "attempts": outcome.attempts, "crashes": outcome.crashes.len(),
-                            "status": "failed", "reason": e})
+                        println!(
+                            "{}",
+                            json!({"name": name, "params": params, "value": null,
+                                "unit": "req/s", "attempts": attempts, "crashes": crashes,
+                                "status": "failed", "reason": e})
+                        );
+                        Err(e.clone())
                     }
                 };
-                println!("{line}");
                 table.push(Row::Traffic {
                     name: format!("{mode} {kind} {target}"),
-                    rps: rps[i].unwrap_or(0.0),
-                    outcome,
+                    result,
+                    attempts,
+                    crashes,
                 });
             }
             let name = format!("datapath.{kind}.vip_vs_direct");
-            let line = match rps {
-                [Some(direct), Some(vip)] => json!({"name": name, "params": {"mode": mode},
+            let line = match (&outcome.result, rps.as_slice()) {
+                (Ok(_), [direct, vip]) => json!({"name": name, "params": {"mode": mode},
                     "value": vip.round(), "unit": "req/s", "baseline": direct.round(),
                     "baseline_name": "direct to a pod",
-                    "ratio": (vip / direct.max(1e-9) * 1000.0).round() / 1000.0}),
-                _ => json!({"name": name, "params": {"mode": mode}, "status": "failed",
-                    "reason": "a case failed after its attempts (its own line says why)"}),
+                    "ratio": (vip / direct.max(1e-9) * 1000.0).round() / 1000.0,
+                    "attempts": attempts, "crashes": crashes}),
+                (Err(e), _) => {
+                    failed.push(format!("{mode} {kind}: {e}"));
+                    json!({"name": name, "params": {"mode": mode}, "status": "failed",
+                        "reason": e, "attempts": attempts, "crashes": crashes})
+                }
+                (Ok(_), _) => unreachable!("a successful step has both runs"),
             };
             println!("{line}");
         }
@@ -429,13 +536,11 @@ fn main() {
         println!("{line}");
         table.push(Row::Share {
             name: format!("{mode} offload-eligible flows"),
-            outcome: Outcome {
-                result: share
-                    .result
-                    .map(|r| (r.summary.judged_eligible, r.summary.judged)),
-                attempts: share.attempts,
-                crashes: share.crashes,
-            },
+            result: share
+                .result
+                .map(|r| (r.summary.judged_eligible, r.summary.judged)),
+            attempts: share.attempts,
+            crashes: share.crashes.len(),
         });
     }
     println!(
@@ -449,45 +554,49 @@ fn main() {
         "case", "req/s | %", "p50 µs", "p99 µs", "errors", "attempts", "crashes"
     );
     for row in &table {
-        match row {
-            Row::Traffic { name, outcome, rps } => match &outcome.result {
-                Ok(r) => println!(
-                    "{name:<32} {rps:>12.0} {:>9} {:>9} {:>7} {:>8} {:>7}",
-                    r["p50_us"].as_u64().unwrap_or(0),
-                    r["p99_us"].as_u64().unwrap_or(0),
-                    r["errors"].as_u64().unwrap_or(0),
-                    outcome.attempts,
-                    outcome.crashes.len()
-                ),
-                Err(e) => println!(
-                    "{name:<32} {:>12} {:>9} {:>9} {:>7} {:>8} {:>7}  {e}",
-                    "FAILED",
-                    "-",
-                    "-",
-                    "-",
-                    outcome.attempts,
-                    outcome.crashes.len()
-                ),
-            },
-            Row::Share { name, outcome } => match &outcome.result {
-                Ok((eligible, judged)) => println!(
-                    "{name:<32} {:>11.1}% {eligible:>9} of {judged:<6} {:>17} {:>8} {:>7}",
-                    *eligible as f64 * 100.0 / (*judged).max(1) as f64,
-                    "flows eligible",
-                    outcome.attempts,
-                    outcome.crashes.len()
-                ),
-                Err(e) => println!(
-                    "{name:<32} {:>12} {:>9} {:>9} {:>7} {:>8} {:>7}  {e}",
-                    "FAILED",
-                    "-",
-                    "-",
-                    "-",
-                    outcome.attempts,
-                    outcome.crashes.len()
-                ),
-            },
-        }
+        let (name, attempts, crashes) = match row {
+            Row::Traffic {
+                name,
+                attempts,
+                crashes,
+                ..
+            }
+            | Row::Share {
+                name,
+                attempts,
+                crashes,
+                ..
+            } => (name, attempts, crashes),
+        };
+        let cols = match row {
+            Row::Traffic {
+                result: Ok((rps, r)),
+                ..
+            } => format!(
+                "{rps:>12.0} {:>9} {:>9} {:>7}",
+                r["p50_us"].as_u64().unwrap_or(0),
+                r["p99_us"].as_u64().unwrap_or(0),
+                r["errors"].as_u64().unwrap_or(0)
+            ),
+            Row::Share {
+                result: Ok((eligible, judged)),
+                ..
+            } => format!(
+                "{:>11.1}% {:>27}",
+                *eligible as f64 * 100.0 / (*judged).max(1) as f64,
+                format!("{eligible} of {judged} flows eligible")
+            ),
+            Row::Traffic { result: Err(_), .. } | Row::Share { result: Err(_), .. } => {
+                format!("{:>12} {:>9} {:>9} {:>7}", "FAILED", "-", "-", "-")
+            }
+        };
+        let reason = match row {
+            Row::Traffic { result: Err(e), .. } | Row::Share { result: Err(e), .. } => {
+                format!("  {e}")
+            }
+            _ => String::new(),
+        };
+        println!("{name:<32} {cols} {attempts:>8} {crashes:>7}{reason}");
     }
     drop((e1, e2));
     drop((client, b1, b2));
@@ -499,6 +608,28 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// [`run_load`] with `ovs-vswitchd` killed half-way (`--kill-vswitchd-during CASE`): proves
+/// on demand the path a real crash takes (found, restarted, the case run again).
+fn run_load_killing_vswitchd(
+    sb: &Sandbox,
+    client: &Pod,
+    exe: &str,
+    addr: &str,
+    secs: f64,
+    kind: &str,
+) -> Result<Json, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs_f64(secs / 2.0));
+            match sb.kill_node_daemon(1, "ovs-vswitchd") {
+                Ok(pid) => eprintln!("datapath bench: killed ovs-vswitchd (pid {pid}) as asked"),
+                Err(e) => eprintln!("datapath bench: could not kill ovs-vswitchd as asked: {e}"),
+            }
+        });
+        run_load(client, exe, addr, secs, kind)
+    })
 }
 
 /// Offload mode: `selection_fields` on the 5-tuple (what `ycloud-controller --offload`
