@@ -25,6 +25,11 @@
 //! the rest, and the offload share of both modes, are measured anyway, and the bench exits
 //! 1 at the end.
 //!
+//! Every run starts from the same state: no TCP sockets in the pods (the previous `crr`
+//! run's `TIME-WAIT` sockets slow the next one's connects 8x) and an empty conntrack;
+//! `--keep-state` measures the way sessions 3–5 did, without that. Each traffic line has
+//! the conntrack entries and datapath flows its run started with (`datapath_before`).
+//!
 //! `--kill-vswitchd-during "offload crr vip"` (any case's table name) kills the vswitchd
 //! half-way through that case in its first attempt (`--kill-attempts N`: its first N
 //! attempts): the crash path and, with N = 3, the failed path on demand.
@@ -211,19 +216,27 @@ impl Bench<'_> {
         self.sb.node_daemon_pid(1, "ovs-vswitchd").is_some()
     }
 
-    /// Closes every TCP connection in the pods but the listeners. The connections a crash
-    /// cut off would otherwise retransmit into the new vswitchd's empty conntrack, mid-
-    /// stream and NATed: what trips OVS 3.1.0's assertion again (seen: the restarted
-    /// vswitchd died within seconds).
-    fn close_abandoned_connections(&self) {
+    /// Closes every TCP socket in the pods but the listeners (`ss -K`; `connected` includes
+    /// `TIME-WAIT`).
+    fn close_connections(&self) -> Result<(), String> {
         for pod in &self.pods {
-            if let Err(e) = pod.exec(&["ss", "-K", "-t", "state", "connected"]) {
-                eprintln!(
-                    "datapath bench: closing the cut-off connections in {}: {e}",
-                    pod.name()
-                );
-            }
+            pod.exec(&["ss", "-K", "-t", "state", "connected"])
+                .map_err(|e| format!("closing the TCP sockets in {}: {e}", pod.name()))?;
         }
+        Ok(())
+    }
+
+    /// Every run starts from the same state: no TCP sockets in the pods, an empty
+    /// conntrack. Without this a run inherits the previous one's: ~14,000 `TIME-WAIT`
+    /// sockets in the client after 2 s of `crr` (28,000 after 10 s, the whole ephemeral
+    /// port range), and the next `crr` run picked its source ports among them at an eighth
+    /// of the rate (docs/performance.md, "datapath"). `--keep-state` skips it.
+    fn clean_slate(&self) -> Result<(), String> {
+        self.close_connections()?;
+        self.sb
+            .appctl("ovs-vswitchd", &["dpctl/flush-conntrack"])
+            .map(drop)
+            .map_err(|e| format!("dpctl/flush-conntrack: {e}"))
     }
 
     /// After a step: if `ovs-vswitchd` died meanwhile (OVS 3.1.0's userspace conntrack
@@ -234,7 +247,12 @@ impl Bench<'_> {
         let mut crashes = Vec::new();
         loop {
             if !self.vswitchd_runs() {
-                self.close_abandoned_connections();
+                // the connections the crash cut off would retransmit into the new
+                // vswitchd's empty conntrack, mid-stream and NATed: what trips OVS 3.1.0's
+                // assertion again (seen: a restarted vswitchd died within seconds)
+                if let Err(e) = self.close_connections() {
+                    eprintln!("datapath bench: {e}");
+                }
             }
             match self.sb.restart_crashed_vswitchd(1) {
                 Ok(None) => return (crashes, Ok(())),
@@ -339,6 +357,7 @@ fn main() {
                 .cloned()
                 .expect("--kill-vswitchd-during needs a case, e.g. \"offload crr vip\"")
         });
+    let keep_state = args.iter().any(|a| a == "--keep-state");
     let kill_attempts: u32 = args
         .iter()
         .position(|a| a == "--kill-attempts")
@@ -447,13 +466,19 @@ fn main() {
             let outcome = bench.attempts(&step, || {
                 let mut out = Vec::new();
                 for (target, addr) in targets {
+                    if !keep_state {
+                        bench.clean_slate().map_err(|e| format!("{target}: {e}"))?;
+                    }
+                    let before = datapath_state(&sb);
                     let r = if kill == Some(target) && kills_left > 0 {
                         kills_left -= 1;
                         run_load_killing_vswitchd(&sb, &client, exe, addr, secs, kind)
                     } else {
                         run_load(&client, exe, addr, secs, kind)
                     };
-                    out.push(r.map_err(|e| format!("{target}: {e}"))?);
+                    let mut r = r.map_err(|e| format!("{target}: {e}"))?;
+                    r["datapath_before"] = before;
+                    out.push(r);
                 }
                 Ok(out)
             });
@@ -474,7 +499,7 @@ fn main() {
                             json!({"name": name, "params": params, "value": v.round(),
                                 "unit": "req/s", "p50_us": r["p50_us"], "p99_us": r["p99_us"],
                                 "errors": r["errors"], "attempts": attempts, "crashes": crashes,
-                                "status": "ok"})
+                                "datapath_before": r["datapath_before"], "status": "ok"})
                         );
                         Ok((v, r.clone()))
                     }
@@ -608,6 +633,20 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// What the vswitchd holds before a run: userspace conntrack entries and datapath flows
+/// (a run after a restart starts from none; `null` where the count failed).
+fn datapath_state(sb: &Sandbox) -> Json {
+    let conns = sb
+        .appctl("ovs-vswitchd", &["dpctl/ct-get-nconns"])
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let flows = sb
+        .appctl("ovs-vswitchd", &["dpctl/dump-flows"])
+        .ok()
+        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count());
+    json!({"ct_conns": conns, "dp_flows": flows})
 }
 
 /// [`run_load`] with `ovs-vswitchd` killed half-way (`--kill-vswitchd-during CASE`): proves
