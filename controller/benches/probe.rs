@@ -237,17 +237,22 @@ fn diagnose(c: &Cluster) -> String {
 }
 
 /// Whether node 1's `ovs-vswitchd` died (OVS 3.1.0's userspace conntrack assertion,
-/// docs/performance.md); if so it is started again, and the trial it hit is not counted.
+/// docs/performance.md); if so it is started again (the sandbox's own restart), and the trial
+/// it hit is not counted.
 fn datapath_crashed(c: &Cluster) -> bool {
-    if c.sb.node_daemon_pid(1, "ovs-vswitchd").is_some() {
-        return false;
+    match c.sb.restart_crashed_vswitchd(1) {
+        Ok(None) => false,
+        Ok(Some(crash)) => {
+            eprintln!("probe bench: {crash}; started again; this trial is not counted");
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "probe bench: ovs-vswitchd died and did not come back cleanly: {e}; this trial is not counted"
+            );
+            true
+        }
     }
-    eprintln!(
-        "probe bench: ovs-vswitchd died (OVS 3.1.0 userspace conntrack assertion): started again; this trial is not counted"
-    );
-    let _ = c.sb.node_start(1);
-    let _ = poll_until(WARM, || c.sb.wait_hv_sync().is_ok());
-    true
 }
 
 /// One trial: kill web-2's server, measure; then bring it back. `None`: the backends were

@@ -643,3 +643,99 @@ fn a_pod_on_a_localnet_switch_reaches_an_outside_host_on_br_ex() {
         assert_eq!(back, "p1 from=172.16.0.50\n");
     }
 }
+
+/// What OVS 3.1.0 logs when its userspace conntrack assertion aborts `ovs-vswitchd`
+/// (docs/performance.md), appended to the log by the test below before it kills the daemon.
+const CONNTRACK_EMER: &str = "2026-11-22T20:00:00.000Z|00042|util(pmd-c00/id:7)|EMER|lib/conntrack.c:1063: assertion conn->conn_type == CT_CONN_TYPE_DEFAULT failed in conn_update_state()";
+
+#[test]
+fn a_vswitchd_that_died_is_started_again_with_its_emer_line_and_the_vip_answers_again() {
+    let sb = Sandbox::up(SandboxOptions::default()).expect("sandbox up");
+    router_with_two_switches(&sb);
+    let client = pod(
+        &sb,
+        "client",
+        "a",
+        "0a:00:00:00:01:0a",
+        "10.0.1.10/24",
+        "10.0.1.1",
+    );
+    let backend = pod(
+        &sb,
+        "backend",
+        "b",
+        "0a:00:00:00:02:0b",
+        "10.0.2.11/24",
+        "10.0.2.1",
+    );
+    let _http = backend
+        .http_server("backend", 8080)
+        .expect("http server in backend");
+    sb.nbctl(&["lb-add", "web", "10.96.0.100:80", "10.0.2.11:8080", "tcp"])
+        .expect("lb-add");
+    sb.nbctl(&["ls-lb-add", "a", "web", "--", "ls-lb-add", "b", "web"])
+        .expect("ls-lb-add");
+    sb.wait_hv_sync().expect("hv sync");
+    let vip = "http://10.96.0.100/";
+    client
+        .http_get(vip, HTTP_TIMEOUT)
+        .expect("the VIP answers before the crash");
+
+    let before = sb
+        .node_daemon_pid(1, "ovs-vswitchd")
+        .expect("ovs-vswitchd runs");
+    assert_eq!(
+        sb.restart_crashed_vswitchd(1)
+            .expect("check a running vswitchd"),
+        None,
+        "a running vswitchd is left alone"
+    );
+    assert_eq!(sb.node_daemon_pid(1, "ovs-vswitchd"), Some(before));
+
+    // the daemon "aborts": its log gets the assertion, then it is gone without a goodbye
+    let log = sb.node_log(1, "ovs-vswitchd");
+    let mut text = fs::read_to_string(&log).expect("vswitchd log");
+    assert!(
+        text.contains("opened log file"),
+        "a vswitchd log starts with its 'opened log file' line: {}",
+        log.display()
+    );
+    text.push_str(CONNTRACK_EMER);
+    text.push('\n');
+    fs::write(&log, text).expect("append to the vswitchd log");
+    sb.kill_node_daemon(1, "ovs-vswitchd")
+        .expect("kill ovs-vswitchd");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(before) {
+        assert!(
+            Instant::now() < deadline,
+            "vswitchd {before} outlived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let crash = sb
+        .restart_crashed_vswitchd(1)
+        .expect("restart the dead vswitchd")
+        .expect("the dead vswitchd is found");
+    assert_eq!(crash.node, 1);
+    assert_eq!(crash.emer.as_deref(), Some(CONNTRACK_EMER));
+    let after = sb
+        .node_daemon_pid(1, "ovs-vswitchd")
+        .expect("ovs-vswitchd runs again");
+    assert_ne!(after, before, "a new vswitchd process");
+    // the new run's part of the log has no EMER line: the old crash is not reported again
+    assert_eq!(sb.vswitchd_emer_line(1), None);
+    assert_eq!(
+        sb.restart_crashed_vswitchd(1).expect("check again"),
+        None,
+        "the restarted vswitchd runs"
+    );
+    let body = client.http_get(vip, HTTP_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "the VIP does not answer after the restart: {e}\n{}",
+            diagnostics(&sb, &client, "00:00:00:00:01:01", "10.96.0.100", 80)
+        )
+    });
+    assert_eq!(body, "backend from=10.0.1.10\n");
+}

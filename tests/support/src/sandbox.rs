@@ -12,7 +12,8 @@
 //! each node's names, [`Sandbox::add_pod_on`] puts a pod behind a chosen node's br-int,
 //! [`Sandbox::node_tool`] runs ctl tools against a node's daemons, and
 //! [`Sandbox::kill_node_daemon`] / [`Sandbox::node_start`] stop and restart a node's
-//! `ovs-vswitchd` or `ovn-controller` (failover tests).
+//! `ovs-vswitchd` or `ovn-controller` (failover tests); [`Sandbox::restart_crashed_vswitchd`]
+//! brings back a vswitchd that died on its own (OVS 3.1.0's userspace conntrack assertion).
 //!
 //! The script is the single implementation (tests, the demo and people at a shell use the
 //! same one); this module parses its `env` output and wraps the ctl tools with the sandbox's
@@ -107,6 +108,30 @@ pub struct Node {
     pub rundir: PathBuf,
     /// Its Geneve endpoint (`ovn-encap-ip`): `127.0.0.1` alone, `192.168.100.K` with several.
     pub encap_ip: String,
+}
+
+/// A node's `ovs-vswitchd` that had died, found (and started again) by
+/// [`Sandbox::restart_crashed_vswitchd`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VswitchdCrash {
+    pub node: u8,
+    /// The `EMER` line it logged before dying (OVS 3.1.0's conntrack assertion reads
+    /// `conntrack.c:1063: assertion conn->conn_type == CT_CONN_TYPE_DEFAULT failed in
+    /// conn_update_state()`); `None` when it left none (killed from outside).
+    pub emer: Option<String>,
+}
+
+impl std::fmt::Display for VswitchdCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.emer {
+            Some(line) => write!(f, "node {}'s ovs-vswitchd died: {line}", self.node),
+            None => write!(
+                f,
+                "node {}'s ovs-vswitchd died without an EMER line in its log",
+                self.node
+            ),
+        }
+    }
 }
 
 /// Bounds for the script and the ctl tools: generous for a loaded 2-core machine, but finite.
@@ -492,6 +517,56 @@ impl Sandbox {
         self.node_or_err(index)?;
         let k = index.to_string();
         self.script_cmd(&["node-start", &k])
+    }
+
+    /// Node `index`'s log of `daemon` (`ovs-vswitchd`, `ovn-controller`, `ovsdb-server`).
+    pub fn node_log(&self, index: u8, daemon: &str) -> PathBuf {
+        let prefix = if index == 1 {
+            "node".to_owned()
+        } else {
+            format!("node{index}")
+        };
+        self.log_dir().join(format!("{prefix}-{daemon}.log"))
+    }
+
+    /// The `EMER` line node `index`'s `ovs-vswitchd` logged since it last started (where an
+    /// assertion failure says why it aborted), if any.
+    pub fn vswitchd_emer_line(&self, index: u8) -> Option<String> {
+        let log = fs::read_to_string(self.node_log(index, "ovs-vswitchd")).ok()?;
+        // the log is appended to across restarts: only this run's part counts
+        let since_start = log
+            .rfind("opened log file")
+            .map_or(log.as_str(), |i| &log[i..]);
+        since_start
+            .lines()
+            .rfind(|l| l.contains("|EMER|"))
+            .map(str::to_owned)
+    }
+
+    /// If node `index`'s `ovs-vswitchd` is dead (OVS 3.1.0's userspace conntrack assertion
+    /// aborts it under NATed traffic, docs/performance.md): starts the node's datapath again
+    /// as on a rebooted node and waits until every chassis has caught up (hv sync), i.e.
+    /// until ovn-controller has installed its flows again. `Ok(None)`: it was running.
+    ///
+    /// `ovn-controller` is restarted too (killed by pid first if it still runs): a fresh one
+    /// installs the flows into the new vswitchd at once, where the old one would first wait
+    /// out its reconnect back-off.
+    pub fn restart_crashed_vswitchd(
+        &self,
+        index: u8,
+    ) -> Result<Option<VswitchdCrash>, SandboxError> {
+        self.node_or_err(index)?;
+        if self.node_daemon_pid(index, "ovs-vswitchd").is_some() {
+            return Ok(None);
+        }
+        // read before the restart: the new vswitchd starts a new part of the same log
+        let emer = self.vswitchd_emer_line(index);
+        if self.node_daemon_pid(index, "ovn-controller").is_some() {
+            self.kill_node_daemon(index, "ovn-controller")?;
+        }
+        self.node_start(index)?;
+        self.wait_hv_sync()?;
+        Ok(Some(VswitchdCrash { node: index, emer }))
     }
 
     /// Waits until every chassis has caught up with NB (`ovn-nbctl --wait=hv sync`).
