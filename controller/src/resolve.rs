@@ -1278,21 +1278,41 @@ impl Resolver {
         // Services.
         let mut topo_services: BTreeMap<String, topology::Service> = BTreeMap::new();
         let mut valid: Vec<(&String, &YusurService, String)> = Vec::new();
-        for (key, svc) in &store.services {
-            let oref = ObjectRef::new(
-                "YusurService",
-                Some(&meta_ns(&svc.metadata)),
-                &meta_name(&svc.metadata),
-            );
-            match validate::service(svc, &vsnap) {
-                Ok(()) => {
-                    let vpc = vsnap
-                        .vpc_of_service(svc)
-                        .map(|v| meta_name(&v.metadata))
-                        .unwrap_or_default();
-                    valid.push((key, svc, vpc));
-                }
+        // Validated on several threads when there are many (each against the same
+        // snapshot), the outcomes taken in key order.
+        let services: Vec<(&String, &YusurService)> = store.services.iter().collect();
+        let checked = crate::par::map_chunks(
+            &services,
+            |_| 1,
+            PARALLEL_SERVICES,
+            |chunk| {
+                chunk
+                    .iter()
+                    .map(|&(key, svc)| {
+                        let vpc_of = |svc| {
+                            vsnap
+                                .vpc_of_service(svc)
+                                .map(|v| meta_name(&v.metadata))
+                                .unwrap_or_default()
+                        };
+                        (
+                            key,
+                            svc,
+                            validate::service(svc, &vsnap).map(|()| vpc_of(svc)),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        for (key, svc, checked) in checked.into_iter().flatten() {
+            match checked {
+                Ok(vpc) => valid.push((key, svc, vpc)),
                 Err(e) => {
+                    let oref = ObjectRef::new(
+                        "YusurService",
+                        Some(&meta_ns(&svc.metadata)),
+                        &meta_name(&svc.metadata),
+                    );
                     out.keep.insert(Owner::Service(key.clone()));
                     out.status.insert(
                         oref,

@@ -280,7 +280,6 @@ impl ControllerProc {
             }
         };
         let ms = |j: Option<&Json>, k: &str| j.and_then(|j| j["fields"][k].as_f64());
-        let us = |j: Option<&Json>, k: &str| ms(j, k).map(|v| v / 1000.0);
         put(
             "connect",
             ms(
@@ -298,26 +297,53 @@ impl ControllerProc {
         for k in ["resolve", "topology", "plan", "services", "status"] {
             put(k, ms(pass, &format!("{k}_ms")));
         }
-        // The biggest transaction and request of the run: the services' at cold start.
-        let biggest = |msg: &str, k: &str| {
-            lines
-                .iter()
-                .filter(|j| j["fields"]["message"] == msg)
-                .max_by_key(|j| j["fields"][k].as_u64().unwrap_or(0))
-        };
-        let txn = biggest("transact replied", "ops");
-        put("services_validate", us(txn, "validate_us"));
-        put("services_transact", us(txn, "elapsed_us"));
-        let enc = biggest("request encoded", "bytes");
-        put("services_encode", us(enc, "encode_us"));
-        put("services_request_mb", ms(enc, "bytes").map(|b| b / 1e6));
-        // The client's whole share: from the controller's first log line to the services'
-        // request encoded and queued (what is left of the cold start is the server's).
+        // The first pass's services transactions (since session 6 several, each sent while
+        // the next batch is planned): the transactions before the first `reconciled` line
+        // but the first one (the topology's).
         let at = |j: Option<&Json>| {
             j.and_then(|j| j["timestamp"].as_str())
                 .and_then(seconds_of_day)
         };
-        if let (Some(a), Some(b)) = (at(lines.first()), at(enc)) {
+        let end = lines
+            .iter()
+            .position(|j| j["fields"]["message"] == "reconciled")
+            .unwrap_or(lines.len());
+        let of = |msg: &str| -> Vec<&Json> {
+            lines[..end]
+                .iter()
+                .filter(|j| j["fields"]["message"] == msg)
+                .skip(1)
+                .collect()
+        };
+        let (replies, requests) = (of("transact replied"), of("request encoded"));
+        let sum = |js: &[&Json], k: &str| {
+            js.iter()
+                .filter_map(|j| j["fields"][k].as_f64())
+                .sum::<f64>()
+        };
+        if !requests.is_empty() {
+            put("services_transactions", Some(requests.len() as f64));
+            put(
+                "services_validate",
+                Some(sum(&replies, "validate_us") / 1000.0),
+            );
+            put(
+                "services_encode",
+                Some(sum(&requests, "encode_us") / 1000.0),
+            );
+            put("services_request_mb", Some(sum(&requests, "bytes") / 1e6));
+        }
+        // From the first services request on the socket to the last reply: the server's
+        // share, overlapped with our planning of the later batches.
+        if let (Some(a), Some(b)) = (at(requests.first().copied()), at(replies.last().copied())) {
+            put("services_transact", Some((b - a) * 1000.0));
+        }
+        // Ours: from the controller's first log line to the first and to the last services
+        // request encoded and queued.
+        if let (Some(a), Some(b)) = (at(lines.first()), at(requests.first().copied())) {
+            put("until_first_services_sent", Some((b - a) * 1000.0));
+        }
+        if let (Some(a), Some(b)) = (at(lines.first()), at(requests.last().copied())) {
             put("until_services_sent", Some((b - a) * 1000.0));
         }
         Json::Object(out)
@@ -530,6 +556,169 @@ pub fn floor(from: &OvsdbServer) -> (Duration, usize, usize) {
     let fresh = OvsdbServer::start(SchemaFile::Nb).expect("floor server");
     let (_, t) = raw_request(&fresh, "transact", params);
     (t, rows, size)
+}
+
+/// The floor in batches: the rows of `from` replayed into a fresh NB as the controller
+/// writes them, but with nothing of ours on the way: one transaction of every row that is
+/// not a load balancer (references to load balancers left out), then the load balancers,
+/// `per_txn` a transaction, each with the `mutate`s that add its references back, all sent
+/// at once (a writer thread) while the replies are read. Returns the time from the first
+/// request to the last reply, and the number of transactions.
+pub fn floor_batched(from: &OvsdbServer, per_txn: usize) -> (Duration, usize) {
+    let dump = from.dump_json();
+    let tables = dump.as_object().expect("tables");
+    let lbs: BTreeSet<String> = tables
+        .get("Load_Balancer")
+        .and_then(Json::as_object)
+        .map(|rows| rows.keys().cloned().collect())
+        .unwrap_or_default();
+    let uuids: BTreeSet<String> = tables
+        .values()
+        .flat_map(|rows| rows.as_object().expect("rows").keys().cloned())
+        .collect();
+    let named = |u: &str| format!("r{}", u.replace('-', "_"));
+    // A reference to a row of this replay: named in its own transaction, else by the
+    // real UUID the first transaction gave it.
+    fn refs(
+        v: &mut Json,
+        uuids: &BTreeSet<String>,
+        real: &BTreeMap<String, String>,
+        named: &dyn Fn(&str) -> String,
+    ) {
+        match v {
+            Json::Array(a) => {
+                if a.len() == 2
+                    && a[0] == "uuid"
+                    && let Some(u) = a[1].as_str()
+                    && uuids.contains(u)
+                {
+                    *v = match real.get(u) {
+                        Some(r) => json!(["uuid", r]),
+                        None => json!(["named-uuid", named(u)]),
+                    };
+                    return;
+                }
+                for x in a {
+                    refs(x, uuids, real, named);
+                }
+            }
+            Json::Object(o) => {
+                for x in o.values_mut() {
+                    refs(x, uuids, real, named);
+                }
+            }
+            _ => {}
+        }
+    }
+    let is_lb = |v: &Json| {
+        v.as_array().is_some_and(|a| {
+            a.len() == 2 && a[0] == "uuid" && a[1].as_str().is_some_and(|u| lbs.contains(u))
+        })
+    };
+    // The first transaction: every other row, its load-balancer references taken out
+    // and kept (row, column, load balancer) for the batches.
+    let mut first = vec![json!("OVN_Northbound")];
+    let mut order = Vec::new();
+    let mut back: Vec<(String, String, String, String)> = Vec::new();
+    for (table, rows) in tables.iter().filter(|(t, _)| *t != "Load_Balancer") {
+        for (u, row) in rows.as_object().expect("rows") {
+            let mut row = row.clone();
+            for (col, v) in row.as_object_mut().expect("row") {
+                if let Some([tag, Json::Array(items)]) = v.as_array().map(Vec::as_slice)
+                    && tag == "set"
+                {
+                    let (out, keep): (Vec<Json>, Vec<Json>) =
+                        items.iter().cloned().partition(is_lb);
+                    for lb in out {
+                        back.push((
+                            table.clone(),
+                            u.clone(),
+                            col.clone(),
+                            lb[1].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                    *v = json!(["set", keep]);
+                } else if is_lb(v) {
+                    back.push((
+                        table.clone(),
+                        u.clone(),
+                        col.clone(),
+                        v[1].as_str().unwrap().to_owned(),
+                    ));
+                    *v = json!(["set", []]);
+                }
+            }
+            refs(&mut row, &uuids, &BTreeMap::new(), &named);
+            first.push(json!({"op": "insert", "table": table, "row": row, "uuid-name": named(u)}));
+            order.push(u.clone());
+        }
+    }
+    let fresh = OvsdbServer::start(SchemaFile::Nb).expect("batched floor server");
+    let (result, first_t) = raw_request(&fresh, "transact", Json::Array(first));
+    let real: BTreeMap<String, String> = order
+        .iter()
+        .zip(result.as_array().expect("results"))
+        .map(|(u, r)| (u.clone(), r["uuid"][1].as_str().expect("uuid").to_owned()))
+        .collect();
+    // The batches of load balancers, each adding its references back.
+    let lb_rows: Vec<(&String, &Json)> = tables
+        .get("Load_Balancer")
+        .and_then(Json::as_object)
+        .map(|rows| rows.iter().collect())
+        .unwrap_or_default();
+    let mut requests = Vec::new();
+    for (i, chunk) in lb_rows.chunks(per_txn.max(1)).enumerate() {
+        let mut ops = vec![json!("OVN_Northbound")];
+        let here: BTreeSet<&str> = chunk.iter().map(|(u, _)| u.as_str()).collect();
+        for (u, row) in chunk {
+            let mut row = (*row).clone();
+            refs(&mut row, &uuids, &real, &named);
+            ops.push(json!({"op": "insert", "table": "Load_Balancer", "row": row, "uuid-name": named(u)}));
+        }
+        let mut adds: BTreeMap<(&str, &str, &str), Vec<Json>> = BTreeMap::new();
+        for (table, row, col, lb) in back.iter().filter(|b| here.contains(b.3.as_str())) {
+            adds.entry((table, row, col))
+                .or_default()
+                .push(json!(["named-uuid", named(lb)]));
+        }
+        for ((table, row, col), items) in adds {
+            ops.push(json!({"op": "mutate", "table": table,
+                "where": [["_uuid", "==", ["uuid", real[row]]]],
+                "mutations": [[col, "insert", ["set", items]]]}));
+        }
+        let id = i + 2;
+        requests.push(
+            serde_json::to_vec(&json!({"method": "transact", "params": ops, "id": id}))
+                .expect("encode"),
+        );
+    }
+    let n = requests.len();
+    let s = UnixStream::connect(sock(&fresh)).expect("connect the batched floor");
+    let mut writer = s.try_clone().expect("clone");
+    let t = Instant::now();
+    let sender = std::thread::spawn(move || {
+        for r in requests {
+            writer.write_all(&r).expect("write");
+        }
+    });
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, &s))
+            .into_iter::<Json>();
+    let mut replies = 0;
+    while replies < n {
+        let msg = de.next().expect("reply").expect("json");
+        if msg.get("id").is_some_and(|id| id.is_u64()) {
+            assert!(
+                msg["error"].is_null() && !msg["result"].to_string().contains("\"error\""),
+                "a batch failed: {}",
+                msg.to_string().chars().take(300).collect::<String>()
+            );
+            replies += 1;
+        }
+    }
+    let batches_t = t.elapsed();
+    sender.join().expect("writer");
+    (first_t + batches_t, n + 1)
 }
 
 /// The per-service `ovn-nbctl` way (kube-ovn before libovsdb): per service one
