@@ -243,6 +243,66 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn services_resolved_and_planned_on_several_threads_plan_as_one_thread_does_and_land_whole()
+     {
+        let server = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+        let (client, _events) = Client::connect(ClientConfig::new(
+            vec![server.unix_remote()],
+            "OVN_Northbound",
+        ))
+        .await
+        .expect("connect");
+        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
+        let cache: Cache = nb::cache(schema).expect("cache");
+        client.monitor_cache(&cache).await.expect("monitor");
+        // Above the thresholds of both (1,000): resolved and planned in parts.
+        let n = 1_200;
+        let services: Services = (0..n)
+            .map(|s| (s, (vec![s % 300 + 1, s % 300 + 2], s % 2 == 0)))
+            .collect();
+        let store = store_of(&services);
+        let mut resolver = Resolver::new(Config::default());
+        let r = resolver.resolve(&store, &cache.snapshot());
+        assert_eq!(r.services.len(), n, "every service resolved");
+        let in_nb = owners_in_nb(&cache.snapshot());
+        let topo: Vec<_> = plan_topology(&cache.snapshot(), &r, &in_nb)
+            .into_iter()
+            .map(|(o, p)| (o, Ok(p)))
+            .collect();
+        transact(&client, topo).await;
+        let snap = cache.snapshot();
+        let plans = plan_services(&snap, &r, &owners_in_nb(&snap));
+        let one_thread: Vec<String> = r
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, (key, lbs))| {
+                let mut p = Plan::new(format!("s{i}_"));
+                crate::compiler::plan::plan_service(&snap, key, lbs, &mut p).expect("plan");
+                format!("{:?} {:?}", Owner::Service(key.clone()), p.ops)
+            })
+            .collect();
+        let parts: Vec<String> = plans
+            .iter()
+            .map(|(o, p)| format!("{o:?} {:?}", p.as_ref().expect("plan").ops))
+            .collect();
+        assert!(parts == one_thread, "the plans differ from one thread's");
+        transact(&client, plans).await;
+        let snap = cache.snapshot();
+        assert_eq!(
+            snap.rows("Load_Balancer").count(),
+            n + n / 2,
+            "one LB per service and protocol"
+        );
+        let left = plan_services(&snap, &r, &owners_in_nb(&snap));
+        assert!(
+            left.iter()
+                .all(|(_, p)| p.as_ref().is_ok_and(Plan::is_empty)),
+            "a second pass has nothing to do"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replanning_only_changed_services_leaves_nb_exactly_as_a_full_pass_would() {
         let server = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
         let (client, _events) = Client::connect(ClientConfig::new(

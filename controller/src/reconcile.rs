@@ -331,42 +331,53 @@ pub fn plan_topology(snap: &Snapshot, r: &Resolved, in_nb: &BTreeSet<Owner>) -> 
     out
 }
 
-/// The plans of the services; an error is the owner's (transient: retried).
+/// The plans of the services; an error is the owner's (transient: retried). From
+/// [`PARALLEL_PLANS`] services on, planned on several threads (each plan reads only the
+/// snapshot and its own service's rows), in key order.
 pub fn plan_services(
     snap: &Snapshot,
     r: &Resolved,
     in_nb: &BTreeSet<Owner>,
 ) -> Vec<(Owner, Result<Plan, String>)> {
-    service_plans(snap, r, in_nb).collect()
-}
-
-/// [`plan_services`] one service at a time, so that a full pass sends the first services'
-/// rows while it plans the next ones.
-fn service_plans<'a>(
-    snap: &'a Snapshot,
-    r: &'a Resolved,
-    in_nb: &'a BTreeSet<Owner>,
-) -> impl Iterator<Item = (Owner, Result<Plan, String>)> + 'a {
-    let wanted = r.services.iter().enumerate().map(|(i, (key, lbs))| {
-        let mut p = Plan::new(format!("s{i}_"));
-        let res = plan_service(snap, key, lbs, &mut p).map(|()| p);
-        (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
-    });
+    let wanted: Vec<_> = r.services.iter().enumerate().collect();
+    let mut out: Vec<(Owner, Result<Plan, String>)> = crate::par::map_chunks(
+        &wanted,
+        |_| 1,
+        PARALLEL_PLANS,
+        |chunk| {
+            chunk
+                .iter()
+                .map(|(i, (key, lbs))| {
+                    let mut p = Plan::new(format!("s{i}_"));
+                    let res = plan_service(snap, key, lbs, &mut p).map(|()| p);
+                    (
+                        Owner::Service((*key).clone()),
+                        res.map_err(|e| e.to_string()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        },
+    )
+    .into_iter()
+    .flatten()
+    .collect();
     let gone = in_nb
         .iter()
         .filter(|o| !r.keep.contains(*o))
         .filter_map(|o| match o {
             Owner::Service(key) if !r.services.contains_key(key) => Some(key),
             _ => None,
-        })
-        .enumerate()
-        .map(|(i, key)| {
-            let mut p = Plan::new(format!("d{i}_"));
-            let res = plan_service(snap, key, &[], &mut p).map(|()| p);
-            (Owner::Service(key.clone()), res.map_err(|e| e.to_string()))
         });
-    wanted.chain(gone)
+    for (i, key) in gone.enumerate() {
+        let mut p = Plan::new(format!("d{i}_"));
+        let res = plan_service(snap, key, &[], &mut p).map(|()| p);
+        out.push((Owner::Service(key.clone()), res.map_err(|e| e.to_string())));
+    }
+    out
 }
+
+/// From this many services on, a full pass plans them on several threads.
+const PARALLEL_PLANS: usize = 1_000;
 
 /// The load balancers a full pass is about to insert: those of the services without rows
 /// in NB (what decides whether their echo is deferred, see `Controller::defer_lb_echo`).
@@ -379,11 +390,10 @@ fn new_lbs(r: &Resolved, in_nb: &BTreeSet<Owner>) -> usize {
 }
 
 /// [`Options::services_per_transaction`] by default. A full pass sends its services' rows
-/// in transactions of this many services, one while it plans the next (and one by one
-/// only the services of a transaction that failed). Small transactions, not one: NB
-/// commits the same 10,000 services' rows in ~0.3 s as 40 transactions but ~0.5 s as one
-/// (docs/performance.md, "sync", session 6), and the first is committed while the rest
-/// are planned.
+/// in transactions of this many services, each encoded and sent by a task of its own
+/// (one by one only the services of a transaction that failed). Small transactions, not
+/// one: NB commits the same 10,000 services' rows in ~0.3 s as 40 transactions but ~0.5 s
+/// as one (docs/performance.md, "sync", session 6).
 pub const SERVICES_PER_TRANSACTION: usize = 250;
 
 /// The next wake-up of the manifest directory's watch; never, without one. A failed watch is
@@ -1001,18 +1011,24 @@ impl Controller {
             })
             .collect();
         if plans.is_empty() {
-            return Sent { plans, reply: None };
+            return Sent {
+                plans: Arc::new(plans),
+                reply: None,
+            };
         }
-        // One mutate per shared row instead of one per plan (every new service's LB into
-        // the VPC's group): see `merge_reference_inserts`.
-        let all: Vec<Operation> = crate::compiler::plan::merge_reference_inserts(
-            plans
-                .iter()
-                .flat_map(|(_, p)| p.ops.iter().cloned())
-                .collect(),
-        );
+        let plans = Arc::new(plans);
         let writer = self.writer();
+        let theirs = plans.clone();
         let reply = tokio::spawn(async move {
+            // One mutate per shared row instead of one per plan (every new service's LB
+            // into the VPC's group): see `merge_reference_inserts`. Copied and merged
+            // here, on the task's thread, not the caller's.
+            let all: Vec<Operation> = crate::compiler::plan::merge_reference_inserts(
+                theirs
+                    .iter()
+                    .flat_map(|(_, p)| p.ops.iter().cloned())
+                    .collect(),
+            );
             let n = all.len();
             writer.transact(&all).await.map(|()| n)
         });
@@ -1031,22 +1047,24 @@ impl Controller {
             return 0;
         };
         if let Ok(Ok(n)) = reply.await {
-            for (o, p) in &plans {
+            for (o, p) in plans.iter() {
                 results.insert(o.clone(), programmed(o, p));
             }
             return n;
         }
         let mut n = 0;
-        for (o, p) in plans {
+        for (o, p) in plans.iter() {
             match self.transact(&p.ops).await {
                 Ok(()) => {
                     n += p.ops.len();
-                    let done = programmed(&o, &p);
-                    results.insert(o, done);
+                    results.insert(o.clone(), programmed(o, p));
                 }
                 Err(e) => {
-                    tracing::warn!(owner = %owner_label(&o), error = %e, "NB transaction failed");
-                    results.insert(o, Programming::Failed(format!("NB transaction: {e}")));
+                    tracing::warn!(owner = %owner_label(o), error = %e, "NB transaction failed");
+                    results.insert(
+                        o.clone(),
+                        Programming::Failed(format!("NB transaction: {e}")),
+                    );
                 }
             }
         }
@@ -1344,12 +1362,13 @@ impl Controller {
         let snap = self.cache.snapshot();
         in_nb.extend(owners_in_nb(&snap));
         let deferred = self.defer_lb_echo(new_lbs(&resolved, &in_nb)).await;
-        // Planned and sent in batches: NB commits one while the next is planned and
-        // encoded (on a cold start the server's share is most of the pass).
+        // Planned first (on several threads, while NB is idle), then sent in batches: NB
+        // commits one while the next is encoded. Planning between the batches instead
+        // took the core the server needed (docs/performance.md, "sync", session 6).
         let plan_started = Instant::now();
         let mut sent = Vec::new();
         let mut batch = Vec::new();
-        for (o, p) in service_plans(&snap, &resolved, &in_nb) {
+        for (o, p) in plan_services(&snap, &resolved, &in_nb) {
             match p {
                 Ok(p) => batch.push((o, p)),
                 Err(e) => {
@@ -1757,7 +1776,7 @@ impl Writer {
 /// A transaction [`Controller::send`] started: its plans and, unless it had nothing to
 /// send, the task that waits for its reply.
 struct Sent {
-    plans: Vec<(Owner, Plan)>,
+    plans: Arc<Vec<(Owner, Plan)>>,
     reply: Option<tokio::task::JoinHandle<Result<usize, ycloud_ovsdb::Error>>>,
 }
 
