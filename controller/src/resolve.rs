@@ -746,26 +746,29 @@ impl Resolver {
         // Services carry the addresses they hold as their status, as they would in a
         // cluster: the validator settles a conflict in favour of the holder, so a service
         // that turns invalid (and keeps its rows) keeps its VIP from a newcomer.
-        let held: BTreeMap<String, YusurService> = store
+        // Only a service that holds addresses is copied (to carry them): on a cold start
+        // none is.
+        let held: BTreeMap<&String, std::borrow::Cow<'_, YusurService>> = store
             .services
             .iter()
             .map(|(k, s)| {
-                let mut s = s.clone();
                 let ips = self.cluster_ips.get(k).cloned().unwrap_or_default();
                 let eip = self.eips.get(k).copied();
-                if !ips.is_empty() || eip.is_some() {
-                    let st = s.status.get_or_insert_with(Default::default);
-                    st.cluster_ips = ips;
-                    st.eip = eip;
+                if ips.is_empty() && eip.is_none() {
+                    return (k, std::borrow::Cow::Borrowed(s));
                 }
-                (k.clone(), s)
+                let mut s = s.clone();
+                let st = s.status.get_or_insert_with(Default::default);
+                st.cluster_ips = ips;
+                st.eip = eip;
+                (k, std::borrow::Cow::Owned(s))
             })
             .collect();
         let vsnap = validate::Snapshot {
             vpcs: store.vpcs.values().collect(),
             subnets: store.subnets.values().collect(),
             gateways: store.gateways.values().collect(),
-            services: held.values().collect(),
+            services: held.values().map(|s| s.as_ref()).collect(),
             vnic_ips: store.vnics.values().collect(),
             namespaces: ns_labels.iter().map(|(k, v)| (k.as_str(), v)).collect(),
             ..Default::default()
@@ -1323,7 +1326,9 @@ impl Resolver {
         }
         let all_vpcs: BTreeMap<String, String> = held
             .iter()
-            .filter_map(|(k, s)| Some((k.clone(), meta_name(&vsnap.vpc_of_service(s)?.metadata))))
+            .filter_map(|(k, s)| {
+                Some(((*k).clone(), meta_name(&vsnap.vpc_of_service(s)?.metadata)))
+            })
             .collect();
         self.assign_service_addresses(store, &valid, &all_vpcs);
         // The VPCs a service's backends live in (by namespace, or a static backend's vpc),
