@@ -1,7 +1,8 @@
 //! `hack/bench.sh sync`: cold start of the real `ycloud-controller` binary in manifest mode
 //! with N services × 8 backends × 2 ports in one VPC of 20 subnets, from process start until
-//! NB holds everything (an OVSDB `wait` on the last service's load balancer: the services
-//! of a pass go in one transaction, after the topology's). Baselines in the same run:
+//! NB holds everything (an OVSDB `wait` on the last service's load balancer: the services'
+//! batches go on the wire in key order, after the topology's, and the last service's is
+//! in the last one). Baselines in the same run:
 //! - the raw floor: every row the controller wrote, dumped and replayed into a fresh NB as
 //!   one `transact` request on its socket;
 //! - per-service `ovn-nbctl` (`lb-add` × 2 ports + `ls-lb-add`, one run per service, as
@@ -21,7 +22,15 @@
 //! Variant `echo` is `fixed` with `--defer-echo-min=0`: the controller takes the echo of
 //! its load balancers during the write, as before session 5 (a same-run before/after).
 //!
-//! Arguments (after `--`): `--quick`; `--sizes=1000,10000`; `--variants=allocated,fixed,echo`;
+//! Variant `library` (session 6) times the controller's code in this process with its
+//! objects already in memory (read from the same manifests before the clock starts, as a
+//! Kubernetes-mode controller's reflectors hold them): connecting to NB plus the first pass
+//! until NB holds everything, against the same raw floor. Every variant but `library` also
+//! reports the floor in batches (`floor_batched`: the same rows replayed as the controller
+//! sends them, 250 services a transaction, pipelined), the server's best time for them.
+//!
+//! Arguments (after `--`): `--quick`; `--sizes=1000,10000`;
+//! `--variants=allocated,fixed,library,echo` (default: the first three);
 //! `--idle-secs=N` (0: no idle window).
 
 #[path = "support/controlplane.rs"]
@@ -71,7 +80,8 @@ fn main() {
         None if quick => vec![200],
         None => vec![1_000, 10_000],
     };
-    let variants = arg_list("variants").unwrap_or_else(|| vec!["allocated".into(), "fixed".into()]);
+    let variants = arg_list("variants")
+        .unwrap_or_else(|| vec!["allocated".into(), "fixed".into(), "library".into()]);
     let idle_secs = std::env::args()
         .find_map(|a| {
             a.strip_prefix("--idle-secs=")
@@ -87,11 +97,83 @@ fn main() {
                 "allocated" => allocated(n, idle, sample, &mut lines),
                 "fixed" => fixed(n, &[], &mut lines),
                 "echo" => fixed(n, &["--defer-echo-min=0"], &mut lines),
-                other => panic!("--variants: unknown variant {other:?} (allocated, fixed, echo)"),
+                "library" => library(n, &mut lines),
+                other => panic!(
+                    "--variants: unknown variant {other:?} (allocated, fixed, echo, library)"
+                ),
             }
         }
     }
     table(&lines);
+}
+
+/// The same allocator as the controller binary: the library-level variant runs the
+/// controller's code in this process.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Cold start at library level: the controller's code in this process, its objects
+/// already in memory (read from the same manifests before the clock starts, as a
+/// Kubernetes-mode controller's reflectors hold them when its first pass begins). Timed:
+/// connecting to NB (schema, monitors) plus the first pass until NB holds everything;
+/// not: process start and reading the manifests (the binary variants time those).
+fn library(n: usize, lines: &mut Vec<Line>) {
+    use clap::Parser;
+    use std::sync::Arc;
+    use ycloud_controller::reconcile::{Controller, Metrics};
+    let first_line = lines.len();
+    let w = Workload::write(n);
+    let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+    let args = ycloud_controller::config::Args::parse_from([
+        "ycloud-controller".to_owned(),
+        format!("--source=dir:{}", w.path().display()),
+        format!("--nb={}", nb.unix_remote()),
+    ]);
+    let opts = args.options().expect("options");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (connect, until_nb) = std::thread::scope(|scope| {
+        let (start, started) = std::sync::mpsc::channel::<Instant>();
+        let nb = &nb;
+        let waiter = scope.spawn(move || {
+            let t = started.recv().expect("start");
+            wait_for_lb(nb, n - 1);
+            t.elapsed()
+        });
+        let connect = rt.block_on(async {
+            let t = Instant::now();
+            let mut c = Controller::connect(opts.clone(), Arc::new(Metrics::default()))
+                .await
+                .expect("connect");
+            let connect = t.elapsed();
+            // Not timed: the objects into memory.
+            assert!(c.refresh(), "the manifests read");
+            start.send(Instant::now()).expect("start the clock");
+            let report = c.pass().await;
+            assert!(report.failed.is_empty(), "{:?}", report.failed);
+            connect
+        });
+        (connect, waiter.join().expect("waiter"))
+    });
+    drop(rt);
+    let (floor_t, _, _) = floor(&nb);
+    let ours = connect + until_nb;
+    lines.push(Line {
+        name: "sync.cold_start_library".into(),
+        params: json!({"services": n, "backends": BACKENDS, "ports": 2, "subnets": SUBNETS,
+            "connect_ms": ms(connect), "level": "library (objects in memory)"}),
+        value: ms(ours),
+        unit: "ms",
+        baseline_name: "raw floor (one transact of the same rows)",
+        baseline: Some(ms(floor_t)),
+        goal: "<= 1.5x floor",
+    });
+    for l in &lines[first_line..] {
+        l.print();
+    }
 }
 
 /// Cold start with every cluster IP written in the manifests; with `extra` arguments of

@@ -993,14 +993,19 @@ impl Controller {
         plans: Vec<(Owner, Plan)>,
         results: &mut BTreeMap<Owner, Programming>,
     ) -> usize {
-        let sent = self.send(plans, results);
+        let (sent, _) = self.send(plans, results, None);
         self.settle(sent, results).await
     }
 
     /// Starts one transaction of `plans` (empty plans are done at once, into `results`):
     /// encoded and sent by a task of its own, so that the caller plans the next batch
     /// meanwhile. [`Controller::settle`] takes its outcome.
-    fn send(&self, plans: Vec<(Owner, Plan)>, results: &mut BTreeMap<Owner, Programming>) -> Sent {
+    fn send(
+        &self,
+        plans: Vec<(Owner, Plan)>,
+        results: &mut BTreeMap<Owner, Programming>,
+        turn: Turn,
+    ) -> (Sent, Turn) {
         let plans: Vec<(Owner, Plan)> = plans
             .into_iter()
             .filter(|(o, p)| {
@@ -1011,14 +1016,16 @@ impl Controller {
             })
             .collect();
         if plans.is_empty() {
-            return Sent {
+            let sent = Sent {
                 plans: Arc::new(plans),
                 reply: None,
             };
+            return (sent, turn);
         }
         let plans = Arc::new(plans);
         let writer = self.writer();
         let theirs = plans.clone();
+        let (queued, next) = tokio::sync::oneshot::channel();
         let reply = tokio::spawn(async move {
             // One mutate per shared row instead of one per plan (every new service's LB
             // into the VPC's group): see `merge_reference_inserts`. Copied and merged
@@ -1030,12 +1037,27 @@ impl Controller {
                     .collect(),
             );
             let n = all.len();
-            writer.transact(&all).await.map(|()| n)
+            // On the wire in the order the batches were made (so NB commits them in key
+            // order): after the previous batch's request is queued. A transaction's first
+            // poll validates, encodes and queues its request on a ready connection.
+            if let Some(turn) = turn {
+                let _ = turn.await;
+            }
+            let reply = writer.transact(&all);
+            tokio::pin!(reply);
+            let first = futures::poll!(&mut reply);
+            let _ = queued.send(());
+            match first {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => reply.await,
+            }
+            .map(|()| n)
         });
-        Sent {
+        let sent = Sent {
             plans,
             reply: Some(reply),
-        }
+        };
+        (sent, Some(next))
     }
 
     /// The outcome of a transaction [`Controller::send`] started, into `results`; if it
@@ -1368,6 +1390,7 @@ impl Controller {
         let plan_started = Instant::now();
         let mut sent = Vec::new();
         let mut batch = Vec::new();
+        let mut turn = None;
         for (o, p) in plan_services(&snap, &resolved, &in_nb) {
             match p {
                 Ok(p) => batch.push((o, p)),
@@ -1376,10 +1399,12 @@ impl Controller {
                 }
             }
             if batch.len() >= self.opts.services_per_transaction {
-                sent.push(self.send(std::mem::take(&mut batch), &mut results));
+                let (s, next) = self.send(std::mem::take(&mut batch), &mut results, turn);
+                sent.push(s);
+                turn = next;
             }
         }
-        sent.push(self.send(batch, &mut results));
+        sent.push(self.send(batch, &mut results, turn).0);
         let plan_ms = plan_started.elapsed().as_millis() as u64;
         for s in sent {
             ops += self.settle(s, &mut results).await;
@@ -1772,6 +1797,10 @@ impl Writer {
         res.map(|_| ())
     }
 }
+
+/// When a batch of [`Controller::send`] may go on the wire: once the previous one's request
+/// is queued (`None`: at once).
+type Turn = Option<tokio::sync::oneshot::Receiver<()>>;
 
 /// A transaction [`Controller::send`] started: its plans and, unless it had nothing to
 /// send, the task that waits for its reply.
