@@ -242,9 +242,9 @@ mod tests {
         ops.len()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn services_resolved_and_planned_on_several_threads_plan_as_one_thread_does_and_land_whole()
-     {
+    /// An empty NB, our client connected and its cache loaded (the server lives as long as
+    /// the first value).
+    async fn empty_nb() -> (OvsdbServer, Client, Cache) {
         let server = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
         let (client, _events) = Client::connect(ClientConfig::new(
             vec![server.unix_remote()],
@@ -255,6 +255,13 @@ mod tests {
         let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
         let cache: Cache = nb::cache(schema).expect("cache");
         client.monitor_cache(&cache).await.expect("monitor");
+        (server, client, cache)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn services_resolved_and_planned_on_several_threads_plan_as_one_thread_does_and_land_whole()
+     {
+        let (_server, client, cache) = empty_nb().await;
         // Above the thresholds of both (1,000): resolved and planned in parts.
         let n = 1_200;
         let services: Services = (0..n)
@@ -304,16 +311,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replanning_only_changed_services_leaves_nb_exactly_as_a_full_pass_would() {
-        let server = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
-        let (client, _events) = Client::connect(ClientConfig::new(
-            vec![server.unix_remote()],
-            "OVN_Northbound",
-        ))
-        .await
-        .expect("connect");
-        let schema = Arc::new(client.get_schema("OVN_Northbound").await.expect("schema"));
-        let cache: Cache = nb::cache(schema).expect("cache");
-        client.monitor_cache(&cache).await.expect("monitor");
+        let (_server, client, cache) = empty_nb().await;
 
         let mut rng = Lcg(11);
         let mut next_host = 0;

@@ -506,6 +506,40 @@ pub fn wait_for_lb(nb: &OvsdbServer, s: usize) {
     );
 }
 
+/// The named UUID a replay gives the row `u` of a dump.
+fn named_ref(u: &str) -> String {
+    format!("r{}", u.replace('-', "_"))
+}
+
+/// References in `v` to rows of the dump (`uuids`) as a replay writes them: by the real
+/// UUID an earlier transaction gave the row (`real`), else by its named UUID.
+fn rename_refs(v: &mut Json, uuids: &BTreeSet<String>, real: &BTreeMap<String, String>) {
+    match v {
+        Json::Array(a) => {
+            if a.len() == 2
+                && a[0] == "uuid"
+                && let Some(u) = a[1].as_str()
+                && uuids.contains(u)
+            {
+                *v = match real.get(u) {
+                    Some(r) => json!(["uuid", r]),
+                    None => json!(["named-uuid", named_ref(u)]),
+                };
+                return;
+            }
+            for x in a {
+                rename_refs(x, uuids, real);
+            }
+        }
+        Json::Object(o) => {
+            for x in o.values_mut() {
+                rename_refs(x, uuids, real);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The raw floor: every row now in `from` inserted into a fresh NB in one `transact`
 /// request written to its socket (UUID references become named UUIDs). Returns the time
 /// and the request's size.
@@ -517,37 +551,14 @@ pub fn floor(from: &OvsdbServer) -> (Duration, usize, usize) {
             uuids.insert(u.clone());
         }
     }
-    fn rename(v: &mut Json, uuids: &BTreeSet<String>) {
-        match v {
-            Json::Array(a) => {
-                if a.len() == 2
-                    && a[0] == "uuid"
-                    && let Some(u) = a[1].as_str()
-                    && uuids.contains(u)
-                {
-                    *v = json!(["named-uuid", format!("r{}", u.replace('-', "_"))]);
-                    return;
-                }
-                for x in a {
-                    rename(x, uuids);
-                }
-            }
-            Json::Object(o) => {
-                for x in o.values_mut() {
-                    rename(x, uuids);
-                }
-            }
-            _ => {}
-        }
-    }
     let mut params = vec![json!("OVN_Northbound")];
     let mut rows = 0;
     for (table, trows) in dump.as_object().expect("tables") {
         for (u, row) in trows.as_object().expect("rows") {
             let mut row = row.clone();
-            rename(&mut row, &uuids);
+            rename_refs(&mut row, &uuids, &BTreeMap::new());
             params.push(json!({"op": "insert", "table": table, "row": row,
-                "uuid-name": format!("r{}", u.replace('-', "_"))}));
+                "uuid-name": named_ref(u)}));
             rows += 1;
         }
     }
@@ -576,40 +587,6 @@ pub fn floor_batched(from: &OvsdbServer, per_txn: usize) -> (Duration, usize) {
         .values()
         .flat_map(|rows| rows.as_object().expect("rows").keys().cloned())
         .collect();
-    let named = |u: &str| format!("r{}", u.replace('-', "_"));
-    // A reference to a row of this replay: named in its own transaction, else by the
-    // real UUID the first transaction gave it.
-    fn refs(
-        v: &mut Json,
-        uuids: &BTreeSet<String>,
-        real: &BTreeMap<String, String>,
-        named: &dyn Fn(&str) -> String,
-    ) {
-        match v {
-            Json::Array(a) => {
-                if a.len() == 2
-                    && a[0] == "uuid"
-                    && let Some(u) = a[1].as_str()
-                    && uuids.contains(u)
-                {
-                    *v = match real.get(u) {
-                        Some(r) => json!(["uuid", r]),
-                        None => json!(["named-uuid", named(u)]),
-                    };
-                    return;
-                }
-                for x in a {
-                    refs(x, uuids, real, named);
-                }
-            }
-            Json::Object(o) => {
-                for x in o.values_mut() {
-                    refs(x, uuids, real, named);
-                }
-            }
-            _ => {}
-        }
-    }
     let is_lb = |v: &Json| {
         v.as_array().is_some_and(|a| {
             a.len() == 2 && a[0] == "uuid" && a[1].as_str().is_some_and(|u| lbs.contains(u))
@@ -648,8 +625,10 @@ pub fn floor_batched(from: &OvsdbServer, per_txn: usize) -> (Duration, usize) {
                     *v = json!(["set", []]);
                 }
             }
-            refs(&mut row, &uuids, &BTreeMap::new(), &named);
-            first.push(json!({"op": "insert", "table": table, "row": row, "uuid-name": named(u)}));
+            rename_refs(&mut row, &uuids, &BTreeMap::new());
+            first.push(
+                json!({"op": "insert", "table": table, "row": row, "uuid-name": named_ref(u)}),
+            );
             order.push(u.clone());
         }
     }
@@ -672,14 +651,14 @@ pub fn floor_batched(from: &OvsdbServer, per_txn: usize) -> (Duration, usize) {
         let here: BTreeSet<&str> = chunk.iter().map(|(u, _)| u.as_str()).collect();
         for (u, row) in chunk {
             let mut row = (*row).clone();
-            refs(&mut row, &uuids, &real, &named);
-            ops.push(json!({"op": "insert", "table": "Load_Balancer", "row": row, "uuid-name": named(u)}));
+            rename_refs(&mut row, &uuids, &real);
+            ops.push(json!({"op": "insert", "table": "Load_Balancer", "row": row, "uuid-name": named_ref(u)}));
         }
         let mut adds: BTreeMap<(&str, &str, &str), Vec<Json>> = BTreeMap::new();
         for (table, row, col, lb) in back.iter().filter(|b| here.contains(b.3.as_str())) {
             adds.entry((table, row, col))
                 .or_default()
-                .push(json!(["named-uuid", named(lb)]));
+                .push(json!(["named-uuid", named_ref(lb)]));
         }
         for ((table, row, col), items) in adds {
             ops.push(json!({"op": "mutate", "table": table,
