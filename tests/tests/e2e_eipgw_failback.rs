@@ -135,22 +135,13 @@ fn priorities_of(c: &Cluster, chassis: &str) -> BTreeSet<String> {
 /// The vswitchd of nodes 2 and 3 that died (OVS 3.1.0's userspace conntrack assertion in
 /// NATed churn, docs/performance.md), each started again as a rebooted node; their numbers.
 fn repair_crashes(c: &Cluster, phase: &str) -> Vec<u8> {
-    let mut crashed = Vec::new();
-    for k in 2..=3 {
-        if c.sb.node_daemon_pid(k, "ovs-vswitchd").is_none() {
-            eprintln!("FIGURE eipgw-failback: node {k}'s ovs-vswitchd CRASHED during the {phase}");
-            if c.sb.node_daemon_pid(k, "ovn-controller").is_some() {
-                c.sb.kill_node_daemon(k, "ovn-controller")
-                    .expect("kill ovn-controller");
-            }
-            c.sb.node_start(k).expect("restart a crashed vswitchd");
-            crashed.push(k);
-        }
+    let crashes =
+        c.sb.repair_crashed_vswitchds(2..=3)
+            .expect("restart a crashed vswitchd");
+    for crash in &crashes {
+        eprintln!("FIGURE eipgw-failback: CRASHED during the {phase}: {crash}");
     }
-    if !crashed.is_empty() {
-        c.sb.wait_hv_sync().expect("hv sync after a restart");
-    }
-    crashed
+    crashes.iter().map(|crash| crash.node).collect()
 }
 
 /// Probes outside → EIP for `secs`, does `event` after 2 s; the probe's output and the
@@ -254,6 +245,7 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
     );
     let crashed_failover = repair_crashes(&c, "failover");
     wait_for("the EIP gateway on node 2", WARM, || {
+        repair_crashes(&c, "wait for node 2");
         (active(&c) == n2).then_some(())
     });
     wait_for("node 1 demoted by the controller", WARM, || {
@@ -309,6 +301,7 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_costs_no_request
     );
     repair_crashes(&c, "planned failback");
     wait_for("the EIP gateway back on node 1", WARM, || {
+        repair_crashes(&c, "wait for node 1");
         (active(&c) == n1).then_some(())
     });
     assert_eq!(demoted(&c), "", "the failback left a demotion");

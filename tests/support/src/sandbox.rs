@@ -569,6 +569,19 @@ impl Sandbox {
         Ok(Some(VswitchdCrash { node: index, emer }))
     }
 
+    /// [`Sandbox::restart_crashed_vswitchd`] for each of `nodes`: the crashes found, in node
+    /// order (empty when every datapath runs).
+    pub fn repair_crashed_vswitchds(
+        &self,
+        nodes: impl IntoIterator<Item = u8>,
+    ) -> Result<Vec<VswitchdCrash>, SandboxError> {
+        let mut crashes = Vec::new();
+        for k in nodes {
+            crashes.extend(self.restart_crashed_vswitchd(k)?);
+        }
+        Ok(crashes)
+    }
+
     /// Waits until every chassis has caught up with NB (`ovn-nbctl --wait=hv sync`).
     pub fn wait_hv_sync(&self) -> Result<(), SandboxError> {
         self.nbctl(&["--wait=hv", "sync"]).map(drop)
