@@ -122,6 +122,13 @@ fn library(n: usize, lines: &mut Vec<Line>) {
     use std::sync::Arc;
     use ycloud_controller::reconcile::{Controller, Metrics};
     let first_line = lines.len();
+    // `RUST_LOG=...`: the controller's logs (its phases at debug level) on stderr.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let w = Workload::write(n);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
     let args = ycloud_controller::config::Args::parse_from([

@@ -510,15 +510,16 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         pin_s.is_some(),
         "the controller did not re-pin yc-svcgw to node 2 within 5 s"
     );
-    assert!(
-        outage.is_finite(),
-        "cross-VPC requests did not come back through node 2:\n{}",
-        c.diagnostics()
-    );
     if crashed.is_empty() {
+        assert!(
+            outage.is_finite(),
+            "cross-VPC requests did not come back through node 2:\n{}",
+            c.diagnostics()
+        );
         assert_eq!(runs, 1, "one outage, no flapping:\n{text}");
     } else {
-        // A later failure run is the crash, not the failover.
+        // A later failure run, or no recovery within the probe, is the crash, not the
+        // failover: the end state is checked below.
         reboot(&c, &crashed);
     }
     // The gateway serves from node 2. The conntrack assertion can also strike after the
