@@ -539,12 +539,16 @@ impl Controller {
                 }
             }
         };
-        let schema = Arc::new(
-            client
-                .get_schema("OVN_Northbound")
-                .await
-                .map_err(Error::Schema)?,
-        );
+        // The client read the schema as it connected: no second request for it.
+        let schema = match client.schema() {
+            Some(schema) => schema,
+            None => Arc::new(
+                client
+                    .get_schema("OVN_Northbound")
+                    .await
+                    .map_err(Error::Schema)?,
+            ),
+        };
         let cache = nb::cache(schema).map_err(Error::Cache)?;
         let monitor = client.monitor_cache(&cache).await.map_err(Error::Monitor)?;
         metrics.nb_connected.store(true, Ordering::Relaxed);
