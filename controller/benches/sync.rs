@@ -202,6 +202,7 @@ fn library_run(w: &Workload, n: usize) -> (Duration, Duration, Duration) {
         .enable_all()
         .build()
         .expect("runtime");
+    warm_cpus();
     let (connect, until_nb) = std::thread::scope(|scope| {
         let (start, started) = std::sync::mpsc::channel::<Instant>();
         let nb = &nb;
@@ -238,6 +239,7 @@ fn fixed(n: usize, extra: &[&str], lines: &mut Vec<Line>) {
     let w = Workload::write(n);
     fix_cluster_ips(&w);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+    warm_cpus();
     let t = Instant::now();
     let c = ControllerProc::start_with(&w, &nb, 500, extra);
     let suffix = if extra.is_empty() {
@@ -318,6 +320,7 @@ fn allocated(n: usize, idle: Duration, sample: usize, lines: &mut Vec<Line>) {
     let first_line = lines.len();
     let w = Workload::write(n);
     let nb = OvsdbServer::start(SchemaFile::Nb).expect("NB server");
+    warm_cpus();
     let t = Instant::now();
     // The default poll interval: what users run.
     let c = ControllerProc::start(&w, &nb, 500);

@@ -492,6 +492,34 @@ pub fn raw_request(nb: &OvsdbServer, method: &str, params: Json) -> (Json, Durat
     }
 }
 
+/// Every core busy for 300 ms, right before a timed cold start or floor: each then starts
+/// from the same warm machine. A core that was idle runs the next tens of milliseconds
+/// slower on this VM: a library-level cold start of 1,000 services right after an idle
+/// moment took 66–79 ms, and 50–56 ms after this spin (4 runs each, in one process,
+/// session 7), while the floor it was compared with always ran right after busy work.
+/// `YCLOUD_BENCH_WARM_MS=N`: N ms instead (0: no warm-up, as before session 7).
+pub fn warm_cpus() {
+    let ms = std::env::var("YCLOUD_BENCH_WARM_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    if ms == 0 {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| {
+                let t = Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(ms) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            });
+        }
+    });
+}
+
 /// Blocks in the server until the load balancer of service `s` exists (an OVSDB `wait`):
 /// no polling, the server answers the moment the row is committed.
 pub fn wait_for_lb(nb: &OvsdbServer, s: usize) {
@@ -565,6 +593,7 @@ pub fn floor(from: &OvsdbServer) -> (Duration, usize, usize) {
     let params = Json::Array(params);
     let size = params.to_string().len();
     let fresh = OvsdbServer::start(SchemaFile::Nb).expect("floor server");
+    warm_cpus();
     let (_, t) = raw_request(&fresh, "transact", params);
     (t, rows, size)
 }
@@ -633,6 +662,7 @@ pub fn floor_batched(from: &OvsdbServer, per_txn: usize) -> (Duration, usize) {
         }
     }
     let fresh = OvsdbServer::start(SchemaFile::Nb).expect("batched floor server");
+    warm_cpus();
     let (result, first_t) = raw_request(&fresh, "transact", Json::Array(first));
     let real: BTreeMap<String, String> = order
         .iter()
