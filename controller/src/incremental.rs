@@ -242,6 +242,17 @@ mod tests {
         ops.len()
     }
 
+    /// The topology phase of a full pass over `r` written to NB; the snapshot after it.
+    async fn write_topology(client: &Client, cache: &Cache, r: &Resolved) -> Snapshot {
+        let in_nb = owners_in_nb(&cache.snapshot());
+        let topo: Vec<_> = plan_topology(&cache.snapshot(), r, &in_nb)
+            .into_iter()
+            .map(|(o, p)| (o, Ok(p)))
+            .collect();
+        transact(client, topo).await;
+        cache.snapshot()
+    }
+
     /// An empty NB, our client connected and its cache loaded (the server lives as long as
     /// the first value).
     async fn empty_nb() -> (OvsdbServer, Client, Cache) {
@@ -271,13 +282,7 @@ mod tests {
         let mut resolver = Resolver::new(Config::default());
         let r = resolver.resolve(&store, &cache.snapshot());
         assert_eq!(r.services.len(), n, "every service resolved");
-        let in_nb = owners_in_nb(&cache.snapshot());
-        let topo: Vec<_> = plan_topology(&cache.snapshot(), &r, &in_nb)
-            .into_iter()
-            .map(|(o, p)| (o, Ok(p)))
-            .collect();
-        transact(&client, topo).await;
-        let snap = cache.snapshot();
+        let snap = write_topology(&client, &cache, &r).await;
         let plans = plan_services(&snap, &r, &owners_in_nb(&snap));
         let one_thread: Vec<String> = r
             .services
@@ -328,13 +333,7 @@ mod tests {
         // The first pass is a full one.
         let store = store_of(&services);
         let r = resolver.resolve(&store, &cache.snapshot());
-        let in_nb = owners_in_nb(&cache.snapshot());
-        let topo: Vec<_> = plan_topology(&cache.snapshot(), &r, &in_nb)
-            .into_iter()
-            .map(|(o, p)| (o, Ok(p)))
-            .collect();
-        transact(&client, topo).await;
-        let snap = cache.snapshot();
+        let snap = write_topology(&client, &cache, &r).await;
         transact(&client, plan_services(&snap, &r, &owners_in_nb(&snap))).await;
         inc.commit(&r, &BTreeSet::new());
 
