@@ -1002,8 +1002,10 @@ impl Controller {
     }
 
     /// Starts one transaction of `plans` (empty plans are done at once, into `results`):
-    /// encoded and sent by a task of its own, so that the caller plans the next batch
-    /// meanwhile. [`Controller::settle`] takes its outcome.
+    /// encoded and sent by a task of its own, so that the caller hands over the next batch
+    /// meanwhile. The request goes on the wire once `turn` (the previous batch's request
+    /// queued) has come; the returned `Turn` is the next batch's. [`Controller::settle`]
+    /// takes its outcome.
     fn send(
         &self,
         plans: Vec<(Owner, Plan)>,
