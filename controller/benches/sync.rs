@@ -91,8 +91,12 @@ fn main() {
         .unwrap_or(if quick { 3 } else { 65 });
     let idle = Duration::from_secs(idle_secs);
     let runs: Option<usize> = std::env::args().find_map(|a| {
-        a.strip_prefix("--runs=")
-            .map(|v| v.parse().expect("--runs"))
+        a.strip_prefix("--runs=").map(|v| match v.parse() {
+            Ok(n) if n >= 1 => n,
+            _ => panic!(
+                "--runs={v}: the number of library-level runs must be a whole number of at least 1"
+            ),
+        })
     });
     let sample = 1_000;
     let mut lines = Vec::new();
