@@ -986,3 +986,117 @@ pub fn distribution(from: &Netns, url: &str, want: &[&str], min: usize, max: usi
     }
     s
 }
+
+/// Python for a request stream: one short GET per `interval` for `secs` seconds, each try
+/// given `timeout` seconds to connect and answer; prints `<unix time> <0|1> <seconds taken>`
+/// per try. Run it with [`probe_args`].
+pub const PROBE_PY: &str = r#"
+import socket, sys, time
+host, port, dur, iv, tmo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+end = time.time() + dur
+while time.time() < end:
+    t0 = time.time(); ok = 0
+    try:
+        s = socket.create_connection((host, port), timeout=tmo)
+        s.settimeout(tmo); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); ok = 1 if s.recv(100) else 0; s.close()
+    except Exception:
+        pass
+    print("%.3f %d %.3f" % (t0, ok, time.time() - t0), flush=True)
+    d = iv - (time.time() - t0)
+    if d > 0:
+        time.sleep(d)
+"#;
+
+/// The command line that runs [`PROBE_PY`] against `host:port`.
+pub fn probe_args(host: &str, port: u16, secs: f64, interval: f64, timeout: f64) -> Vec<String> {
+    let mut args: Vec<String> = vec!["python3".into(), "-c".into(), PROBE_PY.into()];
+    args.extend([
+        host.to_owned(),
+        port.to_string(),
+        secs.to_string(),
+        interval.to_string(),
+        timeout.to_string(),
+    ]);
+    args
+}
+
+/// Seconds since the Unix epoch (the probe's clock).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// What a request stream saw from an event on (see [`outage_after`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outage {
+    /// Tries that failed (no answer within the probe's timeout).
+    pub failed: usize,
+    /// The first failure run's length: from the event to the first success after it (0 if
+    /// none failed, infinite if none succeeded after it).
+    pub secs: f64,
+    /// Failure runs: a later one is a flap (or a crash).
+    pub runs: usize,
+    /// Tries in all.
+    pub probes: usize,
+    /// The slowest successful try, in seconds.
+    pub slowest: f64,
+    /// Successful tries that took longer than 0.2 s (a stalled or retransmitted packet).
+    pub slow: usize,
+}
+
+/// The tries of [`PROBE_PY`]'s output `text` made at `at` or later, summed up.
+pub fn outage_after(text: &str, at: f64) -> Outage {
+    let rows: Vec<(f64, bool, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let t = it.next()?.parse().ok()?;
+            let ok = it.next()? == "1";
+            Some((t, ok, it.next().and_then(|s| s.parse().ok()).unwrap_or(0.0)))
+        })
+        .filter(|(t, _, _)| *t >= at)
+        .collect();
+    let failed = rows.iter().filter(|(_, ok, _)| !ok).count();
+    let secs = match rows.iter().position(|(_, ok, _)| !ok) {
+        None => 0.0,
+        Some(i) => rows[i..]
+            .iter()
+            .find(|(_, ok, _)| *ok)
+            .map(|(t, _, _)| t - at)
+            .unwrap_or(f64::INFINITY),
+    };
+    let runs = rows.windows(2).filter(|w| w[0].1 && !w[1].1).count()
+        + usize::from(rows.first().is_some_and(|(_, ok, _)| !ok));
+    let answered = rows
+        .iter()
+        .filter(|(_, ok, _)| *ok)
+        .map(|(_, _, took)| *took);
+    Outage {
+        failed,
+        secs,
+        runs,
+        probes: rows.len(),
+        slowest: answered.clone().fold(0.0, f64::max),
+        slow: answered.filter(|took| *took > 0.2).count(),
+    }
+}
+
+/// The probe rows around every failed try (relative times), for a failure message.
+pub fn failed_tries(text: &str, at: f64) -> String {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let t: f64 = it.next()?.parse().ok()?;
+            (t >= at && it.next()? == "0").then(|| {
+                format!(
+                    "  try at +{:.3} s failed after {} s",
+                    t - at,
+                    it.next().unwrap_or("?")
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

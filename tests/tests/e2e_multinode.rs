@@ -25,7 +25,10 @@ mod harness;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, ClusterOptions, Layout, distribution, wait_for, warm};
+use harness::{
+    Cluster, ClusterOptions, Layout, Outage, distribution, outage_after, probe_args, unix_now,
+    wait_for, warm,
+};
 
 const VIP: &str = "http://10.96.0.100/";
 const EIP: &str = "http://200.0.0.100/";
@@ -201,57 +204,6 @@ fn every_scenario_crosses_nodes_with_one_controller_and_a_cni_daemon_per_node() 
         "e2e-multinode: every scenario crossed nodes; {:.1} s in all",
         t0.elapsed().as_secs_f64()
     );
-}
-
-/// One short request per `interval` for `secs` seconds; prints `<unix time> <0|1>` per try.
-const PROBE_PY: &str = r#"
-import socket, sys, time
-host, port, dur, iv = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-end = time.time() + dur
-while time.time() < end:
-    t0 = time.time(); ok = 0
-    try:
-        s = socket.create_connection((host, port), timeout=0.2)
-        s.settimeout(0.2); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); ok = 1 if s.recv(100) else 0; s.close()
-    except Exception:
-        pass
-    print("%.3f %d" % (t0, ok), flush=True)
-    d = iv - (time.time() - t0)
-    if d > 0:
-        time.sleep(d)
-"#;
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Probes from `at` on: (failed, outage, failure runs, probes). The outage is the first
-/// failure run's: from `at` to the first success after it (0 if none failed, infinite if
-/// none succeeded after it); a later run (a flap, or a crash) is counted in the runs.
-fn first_outage(text: &str, at: f64) -> (usize, f64, usize, usize) {
-    let rows: Vec<(f64, bool)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.parse().ok()?, it.next()? == "1"))
-        })
-        .filter(|(t, _)| *t >= at)
-        .collect();
-    let failed = rows.iter().filter(|(_, ok)| !ok).count();
-    let outage = match rows.iter().position(|(_, ok)| !ok) {
-        None => 0.0,
-        Some(i) => rows[i..]
-            .iter()
-            .find(|(_, ok)| *ok)
-            .map(|(t, _)| t - at)
-            .unwrap_or(f64::INFINITY),
-    };
-    let runs = rows.windows(2).filter(|w| w[0].1 && !w[1].1).count()
-        + usize::from(rows.first().is_some_and(|(_, ok)| !ok));
-    (failed, outage, runs, rows.len())
 }
 
 /// The assertion line a crashed vswitchd of node `k` left in its log.
@@ -465,37 +417,34 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
     let secs = 5.0;
     let (text, at, beacon_s, pin_s) = std::thread::scope(|s| {
         let probe = s.spawn(|| {
-            client_b.exec_timeout(
-                &[
-                    "python3",
-                    "-c",
-                    PROBE_PY,
-                    "10.96.0.100",
-                    "80",
-                    &format!("{secs}"),
-                    "0.01",
-                ],
-                Duration::from_secs_f64(secs + 30.0),
-            )
+            let args = probe_args("10.96.0.100", 80, secs, 0.01, 0.2);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            client_b.exec_timeout(&args, Duration::from_secs_f64(secs + 30.0))
         });
         std::thread::sleep(Duration::from_secs(2));
-        let at = now();
+        let at = unix_now();
         c.sb.kill_node_daemon(1, "ovs-vswitchd")
             .expect("kill node 1's ovs-vswitchd");
         // when OVN moved the beacon, and when the controller re-pinned the gateway router
         let (mut beacon_s, mut pin_s) = (None, None);
-        while now() - at < 5.0 && (beacon_s.is_none() || pin_s.is_none()) {
+        while unix_now() - at < 5.0 && (beacon_s.is_none() || pin_s.is_none()) {
             if beacon_s.is_none() && beacon_holder(&c) == n2 {
-                beacon_s = Some(now() - at);
+                beacon_s = Some(unix_now() - at);
             }
             if pin_s.is_none() && svcgw_pinned(&c) == n2 {
-                pin_s = Some(now() - at);
+                pin_s = Some(unix_now() - at);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         (probe.join().unwrap().expect("probe"), at, beacon_s, pin_s)
     });
-    let (failed, outage, runs, probes) = first_outage(&text, at);
+    let Outage {
+        failed,
+        secs: outage,
+        runs,
+        probes,
+        ..
+    } = outage_after(&text, at);
     let crashed = crashed_vswitchds(&c);
     eprintln!(
         "FIGURE svcgw-failover: beacon on node 2 after {beacon_s:.2?} s, yc-svcgw re-pinned \
