@@ -109,10 +109,17 @@ fn main() {
                 "library" => library(
                     n,
                     runs.unwrap_or(if n <= 1_000 { 7 } else { 3 }),
+                    false,
+                    &mut lines,
+                ),
+                "pods" => library(
+                    n,
+                    runs.unwrap_or(if n <= 1_000 { 7 } else { 3 }),
+                    true,
                     &mut lines,
                 ),
                 other => panic!(
-                    "--variants: unknown variant {other:?} (allocated, fixed, echo, library)"
+                    "--variants: unknown variant {other:?} (allocated, fixed, echo, library, pods)"
                 ),
             }
         }
@@ -135,7 +142,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// another fresh NB right after): one line per run, then the median run's figures with every
 /// run's ratio. A 1,000-service floor is 30–40 ms, where one slow wake-up moves a single
 /// ratio by 0.2.
-fn library(n: usize, runs: usize, lines: &mut Vec<Line>) {
+/// `pods`: the backends are `BACKENDS` pods per service selected by label (variant `pods`,
+/// lines `sync.cold_start_library_pods*`), else static addresses (variant `library`).
+fn library(n: usize, runs: usize, pods: bool, lines: &mut Vec<Line>) {
     // `RUST_LOG=...`: the controller's logs (its phases at debug level) on stderr.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
         let _ = tracing_subscriber::fmt()
@@ -144,16 +153,24 @@ fn library(n: usize, runs: usize, lines: &mut Vec<Line>) {
             .try_init();
     }
     let first_line = lines.len();
-    let w = Workload::write(n);
+    let w = Workload::write_with(n, pods);
+    let (name, level) = if pods {
+        (
+            "sync.cold_start_library_pods",
+            "library (objects in memory), pod backends by label",
+        )
+    } else {
+        ("sync.cold_start_library", "library (objects in memory)")
+    };
     let mut all = Vec::new();
     for run in 0..runs {
         let (connect, ours, floor_t) = library_run(&w, n);
         all.push((ours, floor_t));
         lines.push(Line {
-            name: "sync.cold_start_library".into(),
+            name: name.into(),
             params: json!({"services": n, "backends": BACKENDS, "ports": 2, "subnets": SUBNETS,
                 "run": run + 1, "connect_ms": ms(connect),
-                "level": "library (objects in memory)"}),
+                "level": level}),
             value: ms(ours),
             unit: "ms",
             baseline_name: "raw floor (one transact of the same rows)",
@@ -173,10 +190,10 @@ fn library(n: usize, runs: usize, lines: &mut Vec<Line>) {
         .copied()
         .expect("at least one run");
     lines.push(Line {
-        name: "sync.cold_start_library_median".into(),
+        name: format!("{name}_median"),
         params: json!({"services": n, "runs": runs,
             "ratios": ratios.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
-            "level": "library (objects in memory)"}),
+            "level": level}),
         value: ms(median.0),
         unit: "ms",
         baseline_name: "raw floor of the median run",

@@ -129,6 +129,26 @@ pub struct Ipam {
     ips: BTreeMap<IpAddr, String>,
     /// MAC (lower case) → owner.
     macs: BTreeMap<String, String>,
+    /// Per pool and CIDR: every host below this address is reserved or held, so the search
+    /// for the lowest free host starts here. Without it each allocation scanned from the
+    /// CIDR's first host: a cold start of 8,000 pods in one subnet took 2.2 s in IPAM alone
+    /// (32 million lookups), 80,000 would take minutes. A release lowers it, a changed
+    /// pool drops it; the address handed out is the same as the scan's.
+    floors: BTreeMap<(String, IpNet), IpAddr>,
+}
+
+/// The hosts of `cidr` from `from` on; all of them when `from` is `None` or outside it.
+fn hosts_from(cidr: &IpNet, from: Option<IpAddr>) -> ipnet::IpAddrRange {
+    let all = cidr.hosts();
+    match (from, all.clone().next_back()) {
+        (Some(IpAddr::V4(f)), Some(IpAddr::V4(l))) if cidr.contains(&IpAddr::V4(f)) => {
+            ipnet::Ipv4AddrRange::new(f, l).into()
+        }
+        (Some(IpAddr::V6(f)), Some(IpAddr::V6(l))) if cidr.contains(&IpAddr::V6(f)) => {
+            ipnet::Ipv6AddrRange::new(f, l).into()
+        }
+        _ => all,
+    }
 }
 
 fn family(ip: &IpAddr) -> &'static str {
@@ -163,6 +183,10 @@ impl Ipam {
     /// Defines or redefines a pool. Allocations already made in it are kept even if they
     /// are no longer inside it (they are the owner's until released).
     pub fn set_pool(&mut self, name: &str, spec: PoolSpec) {
+        if self.pools.get(name) != Some(&spec) {
+            // Fewer reserved addresses or other CIDRs: hosts below a floor may be free now.
+            self.floors.retain(|(pool, _), _| pool != name);
+        }
         self.pools.insert(name.to_owned(), spec);
     }
 
@@ -173,6 +197,7 @@ impl Ipam {
     /// Removes pools not in `keep`.
     pub fn retain_pools(&mut self, keep: &BTreeSet<String>) {
         self.pools.retain(|p, _| keep.contains(p));
+        self.floors.retain(|(p, _), _| keep.contains(p));
     }
 
     /// What `owner` holds.
@@ -229,6 +254,13 @@ impl Ipam {
         for ip in &a.ips {
             if self.ips.get(ip).is_some_and(|h| h == owner) {
                 self.ips.remove(ip);
+                // Free again for every pool whose CIDR holds it (pools of different VPCs
+                // may overlap).
+                for ((_, cidr), floor) in self.floors.iter_mut() {
+                    if cidr.contains(ip) && *ip < *floor {
+                        *floor = *ip;
+                    }
+                }
             }
         }
         if self.macs.get(&a.mac).is_some_and(|h| h == owner) {
@@ -269,6 +301,8 @@ impl Ipam {
         }
         let holder = |ip: &IpAddr| self.ips.get(ip).filter(|h| *h != owner).cloned();
         let mut ips = Vec::new();
+        // The CIDRs whose lowest free host this allocation searched for, and that host.
+        let mut found = Vec::new();
         for (i, ip) in req.ips.iter().enumerate() {
             if req.ips[..i].iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
                 return Err(IpamError::TwoOfOneFamily {
@@ -316,14 +350,18 @@ impl Ipam {
             });
             let ip = match kept {
                 Some(ip) => ip,
-                None => cidr
-                    .hosts()
-                    .find(|h| !spec.is_reserved(*h) && holder(h).is_none())
-                    .ok_or_else(|| IpamError::Exhausted {
-                        pool: pool.to_owned(),
-                        family: family(&cidr.addr()),
-                        cidr: *cidr,
-                    })?,
+                None => {
+                    let floor = self.floors.get(&(pool.to_owned(), *cidr)).copied();
+                    let ip = hosts_from(cidr, floor)
+                        .find(|h| !spec.is_reserved(*h) && holder(h).is_none())
+                        .ok_or_else(|| IpamError::Exhausted {
+                            pool: pool.to_owned(),
+                            family: family(&cidr.addr()),
+                            cidr: *cidr,
+                        })?;
+                    found.push((*cidr, ip));
+                    ip
+                }
             };
             ips.push(ip);
         }
@@ -353,6 +391,12 @@ impl Ipam {
         self.release(owner);
         for ip in &alloc.ips {
             self.ips.insert(*ip, owner.to_owned());
+        }
+        // Every host below a found one was reserved or held by another owner (the owner's
+        // own, released above, lowered the floor again when below it).
+        for (cidr, ip) in found {
+            let floor = self.floors.entry((pool.to_owned(), cidr)).or_insert(ip);
+            *floor = (*floor).max(ip);
         }
         self.macs.insert(alloc.mac.clone(), owner.to_owned());
         self.owners.insert(owner.to_owned(), alloc.clone());
@@ -404,6 +448,83 @@ mod tests {
         assert_eq!(a.ips, vec![ip("10.0.0.2")]);
         assert_eq!(b.ips, vec![ip("10.0.0.3")]);
         assert_eq!(a.mac, "0a:58:0a:00:00:02");
+    }
+
+    /// The search starts at a floor (`Ipam::floors`), and hands out what a scan from the
+    /// first host would: a released address below it, an address a changed pool frees, an
+    /// address an overlapping pool's owner gives back.
+    #[test]
+    fn the_lowest_free_host_is_handed_out_after_releases_changed_pools_and_overlaps() {
+        let net: IpNet = "10.2.0.0/24".parse().expect("cidr");
+        let mut i = Ipam::new();
+        i.set_pool("a", PoolSpec::with_gateways(vec![net], &[], vec![]));
+        let got = |i: &mut Ipam, owner: &str, pool: &str| {
+            i.allocate(owner, pool, &Request::default())
+                .expect("room")
+                .ips[0]
+        };
+        for n in 2..=9 {
+            assert_eq!(
+                got(&mut i, &format!("pod:{n}"), "a"),
+                ip(&format!("10.2.0.{n}"))
+            );
+        }
+        i.release("pod:5");
+        i.release("pod:3");
+        assert_eq!(got(&mut i, "pod:x", "a"), ip("10.2.0.3"));
+        assert_eq!(got(&mut i, "pod:y", "a"), ip("10.2.0.5"));
+        assert_eq!(got(&mut i, "pod:z", "a"), ip("10.2.0.10"));
+        // Excluded 11-20 (a changed pool), then not any more.
+        let excluded = vec!["10.2.0.11..10.2.0.20".parse().expect("range")];
+        i.set_pool("a", PoolSpec::with_gateways(vec![net], &[], excluded));
+        assert_eq!(got(&mut i, "pod:w", "a"), ip("10.2.0.21"));
+        i.set_pool("a", PoolSpec::with_gateways(vec![net], &[], vec![]));
+        assert_eq!(got(&mut i, "pod:v", "a"), ip("10.2.0.11"));
+        // Another VPC's pool over the same CIDR: its owner's release frees the address here.
+        i.set_pool("b", PoolSpec::with_gateways(vec![net], &[], vec![]));
+        assert_eq!(got(&mut i, "vnic:b", "b"), ip("10.2.0.12"));
+        assert_eq!(got(&mut i, "pod:u", "a"), ip("10.2.0.13"));
+        i.release("vnic:b");
+        assert_eq!(got(&mut i, "pod:t", "a"), ip("10.2.0.12"));
+        // An owner that moves gives its address back to the search at once.
+        let moved = i
+            .allocate(
+                "pod:4",
+                "a",
+                &Request {
+                    ips: vec![ip("10.2.0.200")],
+                    mac: None,
+                },
+            )
+            .expect("fixed");
+        assert_eq!(moved.ips, vec![ip("10.2.0.200")]);
+        assert_eq!(got(&mut i, "pod:s", "a"), ip("10.2.0.4"));
+    }
+
+    /// Many allocations in one big pool are consecutive: each search starts where the last
+    /// one ended (before the floor, 8,000 pods in a /12 cost 32 million lookups).
+    #[test]
+    fn a_big_pool_hands_out_consecutive_hosts() {
+        let mut i = Ipam::new();
+        i.set_pool(
+            "big",
+            PoolSpec::with_gateways(vec!["10.64.0.0/12".parse().expect("cidr")], &[], vec![]),
+        );
+        let mut last = None;
+        for n in 0..20_000u32 {
+            let a = i
+                .allocate(&format!("pod:{n}"), "big", &Request::default())
+                .expect("room");
+            let IpAddr::V4(v4) = a.ips[0] else {
+                panic!("IPv4")
+            };
+            let v = u32::from(v4);
+            if let Some(l) = last {
+                assert_eq!(v, l + 1, "pod:{n}");
+            }
+            last = Some(v);
+        }
+        assert_eq!(i.used("big"), 20_000);
     }
 
     #[test]

@@ -248,6 +248,89 @@ struct ServiceInputs<'a> {
     pod_ips: &'a BTreeMap<String, Vec<IpAddr>>,
     vnic_ips: &'a BTreeMap<String, Vec<IpAddr>>,
     monitor_ports: &'a BTreeMap<IpAddr, topology::MonitorPort>,
+    /// The store's pods and VNicIPs by label and its down addresses, when many services
+    /// are resolved at once; `None`: each service scans the store.
+    selectable: Option<&'a Selectable<'a>>,
+}
+
+/// From this many services re-resolved at once on, a change pass indexes the store first
+/// ([`Selectable`]); below it, each service scans the store (indexing costs about as much
+/// as one scan).
+const INDEX_SERVICES: usize = 32;
+
+/// The store indexed for selecting many services' backends: its pods and VNicIPs by
+/// (namespace, label key, label value), and the backend addresses whose probes say down.
+/// Without it each service scans every pod (and every probe for each backend address): a
+/// cold start of S services over P pods did S x P selector checks (1,000 services over
+/// 8,000 pods: 8 million). A selector is looked up by its `matchLabels` pair with the
+/// fewest objects, and every object found is still checked against the whole selector, so
+/// the result is the scan's, in the same (key) order.
+#[derive(Debug, Default)]
+struct Selectable<'a> {
+    /// [`Selectable::label_key`] → the keys of the pods that carry that label.
+    pods: HashMap<String, Vec<&'a str>>,
+    vnics: HashMap<String, Vec<&'a str>>,
+    /// (namespace, service, address) of every probe whose verdict is down.
+    down: HashSet<(&'a str, &'a str, IpAddr)>,
+}
+
+impl<'a> Selectable<'a> {
+    fn build(store: &'a Store) -> Self {
+        let mut ix = Selectable::default();
+        let file =
+            |ix: &mut HashMap<String, Vec<&'a str>>,
+             key: &'a str,
+             meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                let ns = meta.namespace.as_deref().unwrap_or_default();
+                for (k, v) in meta.labels.iter().flatten() {
+                    ix.entry(Self::label_key(ns, k, v)).or_default().push(key);
+                }
+            };
+        for (key, pod) in &store.pods {
+            file(&mut ix.pods, key, &pod.metadata);
+        }
+        for (key, v) in &store.vnics {
+            file(&mut ix.vnics, key, &v.metadata);
+        }
+        for p in store.probes.values() {
+            if p.status.as_ref().and_then(|s| s.healthy) == Some(false) {
+                ix.down.insert((
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.spec.service.as_str(),
+                    p.spec.backend.address,
+                ));
+            }
+        }
+        ix
+    }
+
+    /// The keys (in order) of the objects in `index` that may match a backend selecting
+    /// in namespace `ns` with `selector`; `None` when the index can't narrow it (no
+    /// `matchLabels`): scan them all.
+    fn candidates<'s>(
+        index: &'s HashMap<String, Vec<&'a str>>,
+        ns: &str,
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Option<&'s [&'a str]> {
+        let labels = selector.match_labels.as_ref().filter(|m| !m.is_empty())?;
+        Some(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    index
+                        .get(&Self::label_key(ns, k, v))
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .min_by_key(|keys| keys.len())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// One label of an object in a namespace, as the index's key (NUL-separated: a
+    /// pathological name that collides only adds candidates, which the full check drops).
+    fn label_key(ns: &str, key: &str, value: &str) -> String {
+        format!("{ns}\0{key}\0{value}")
+    }
 }
 
 /// The state kept between passes: IPAM, service addresses, last valid objects.
@@ -1358,10 +1441,12 @@ impl Resolver {
                 }
             }
         }
+        let selectable = Selectable::build(store);
         let inputs = ServiceInputs {
             pod_ips: &pod_ips,
             vnic_ips: &vnic_ips,
             monitor_ports: &monitor_ports,
+            selectable: Some(&selectable),
         };
         // Each service on its own (its rows are most of resolving: ~55 % of a cold start's
         // resolve at 10,000 services), so on several threads when there are many; the
@@ -1606,6 +1691,7 @@ impl Resolver {
             namespaces: ns_labels.iter().map(|(k, v)| (k.as_str(), v)).collect(),
             ..Default::default()
         };
+        let selectable = (affected.len() >= INDEX_SERVICES).then(|| Selectable::build(store));
         for key in &affected {
             let oref = ObjectRef::from_key("YusurService", key);
             let owner = Owner::Service(key.clone());
@@ -1639,6 +1725,7 @@ impl Resolver {
                 pod_ips: &ctx.pod_ips,
                 vnic_ips: &ctx.vnic_ips,
                 monitor_ports: &ctx.monitor_ports,
+                selectable: selectable.as_ref(),
             };
             self.resolve_service(store, key, svc, &vpc, ctx.vpcs.contains(&vpc), &inputs, out);
         }
@@ -1772,8 +1859,7 @@ impl Resolver {
                 "CrossVPC: no service-gateway chassis is configured (--svcgw-chassis)",
             ));
         }
-        let (ports, counts, targets) =
-            self.backends(store, svc, &ns, inputs.pod_ips, inputs.vnic_ips);
+        let (ports, counts, targets) = self.backends(store, svc, &ns, inputs);
         let topo = topology::Service {
             namespace: ns.clone(),
             name: meta_name(&svc.metadata),
@@ -1982,13 +2068,39 @@ impl Resolver {
         store: &Store,
         svc: &YusurService,
         ns: &str,
-        pod_ips: &BTreeMap<String, Vec<IpAddr>>,
-        vnic_ips: &BTreeMap<String, Vec<IpAddr>>,
+        inputs: &ServiceInputs<'_>,
     ) -> (
         Vec<topology::ServicePort>,
         ycloud_crds::BackendCounts,
         Vec<ProbeTarget>,
     ) {
+        let (pod_ips, vnic_ips) = (inputs.pod_ips, inputs.vnic_ips);
+        // The objects a backend may select: through the index when there is one and the
+        // backend looks in its service's namespace by `matchLabels`, else all of them.
+        let pods_for =
+            |b: &ycloud_crds::BackendSelector| -> Box<dyn Iterator<Item = (&String, &Pod)> + '_> {
+                match inputs
+                    .selectable
+                    .filter(|_| b.namespace_selector.is_none())
+                    .and_then(|ix| Selectable::candidates(&ix.pods, ns, &b.selector))
+                {
+                    Some(keys) => {
+                        Box::new(keys.iter().filter_map(|k| store.pods.get_key_value(*k)))
+                    }
+                    None => Box::new(store.pods.iter()),
+                }
+            };
+        let vnics_for = |b: &ycloud_crds::BackendSelector| -> Box<dyn Iterator<Item = (&String, &VNicIP)> + '_> {
+            match inputs.selectable.filter(|_| b.namespace_selector.is_none()).and_then(|ix| {
+                Selectable::candidates(&ix.vnics, ns, &b.selector)
+            }) {
+                Some(keys) => Box::new(
+                    keys.iter()
+                        .filter_map(|k| store.vnics.get_key_value(*k)),
+                ),
+                None => Box::new(store.vnics.iter()),
+            }
+        };
         let ns_in =
             |sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
              other: &str| match sel {
@@ -2007,7 +2119,7 @@ impl Resolver {
         for b in &svc.spec.backends {
             match b.kind {
                 BackendType::Pod => {
-                    for (key, pod) in &store.pods {
+                    for (key, pod) in pods_for(b) {
                         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
                         if ns_in(&b.namespace_selector, &meta_ns(&pod.metadata))
                             && selector_matches(&b.selector, labels)
@@ -2046,7 +2158,7 @@ impl Resolver {
                     }
                 }
                 BackendType::BM | BackendType::VNicIP => {
-                    for (key, v) in &store.vnics {
+                    for (key, v) in vnics_for(b) {
                         let labels = v.metadata.labels.as_ref().unwrap_or(&empty);
                         if (b.kind == BackendType::VNicIP || v.spec.kind == VNicKind::BareMetal)
                             && ns_in(&b.namespace_selector, &meta_ns(&v.metadata))
@@ -2085,6 +2197,10 @@ impl Resolver {
             }
             // No probe yet (or no verdict yet) is not a failure: the backend stays until a
             // probe says it is down.
+            if let Some(ix) = inputs.selectable {
+                let name = svc.metadata.name.as_deref().unwrap_or_default();
+                return !ix.down.contains(&(ns, name, *ip));
+            }
             !store.probes.values().any(|p| {
                 meta_ns(&p.metadata) == ns
                     && Some(p.spec.service.as_str()) == svc.metadata.name.as_deref()
@@ -2962,6 +3078,132 @@ spec:
                 .expect("pool")
                 .reserved
                 .contains(&"10.0.1.254".parse().unwrap())
+        );
+    }
+
+    /// Backends selected through the pass's index are exactly those a scan of the store
+    /// selects, in the same order, with the same health: for every example service and
+    /// selectors of every shape (one and several `matchLabels` pairs, a pair nothing
+    /// carries, `matchExpressions` only, a namespace selector, `{}`), pods that are not
+    /// ready, and a probe's down verdict.
+    #[test]
+    fn backends_found_through_the_index_are_the_ones_a_scan_finds() {
+        let extra = "
+apiVersion: v1
+kind: Pod
+metadata: {name: web-3, namespace: shop, labels: {app: web, tier: front}}
+spec: {containers: [{name: c}]}
+status: {conditions: [{type: Ready, status: 'False'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-4, namespace: shop, labels: {app: web, tier: front}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: pairs, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80}]
+  backends: [{type: Pod, selector: {matchLabels: {app: web, tier: front}}}]
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: nobody, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80}]
+  backends: [{type: Pod, selector: {matchLabels: {app: web, tier: none}}}]
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: expressions, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80}]
+  backends: [{type: Pod, selector: {matchExpressions: [{key: app, operator: In, values: [web, api]}]}}]
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: everything, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80}]
+  backends: [{type: Pod, selector: {}}, {type: VNicIP, selector: {}}]
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: across, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80}]
+  backends: [{type: Pod, selector: {matchLabels: {app: web}}, namespaceSelector: {}}]
+---
+apiVersion: ycloud.io/v1alpha1
+kind: YusurService
+metadata: {name: checked, namespace: shop}
+spec:
+  scenarios: [ClusterIP]
+  ports: [{name: http, port: 80, targetPort: 8080}]
+  backends: [{type: Pod, selector: {matchLabels: {app: web}}}]
+  healthCheck: {type: TCP, intervalMillis: 500, timeoutMillis: 300, failureThreshold: 2}
+";
+        let (r, out) = run(extra);
+        let mut store = examples();
+        assert!(store.load_yaml(Path::new("pods.yaml"), PODS).is_empty());
+        assert!(store.load_yaml(Path::new("extra.yaml"), extra).is_empty());
+        // A down verdict for one of checked's backends (web-4, by the address it got).
+        let web4 = r.ipam.get("pod:shop/web-4").expect("web-4 address").ips[0];
+        let probe = format!(
+            "apiVersion: ycloud.io/v1alpha1\nkind: NetworkProbe\n\
+             metadata: {{name: checked-web-4, namespace: shop}}\n\
+             spec: {{service: checked, backend: {{kind: Pod, address: {web4}, port: 8080}}, \
+             probe: {{type: TCP, port: 8080}}}}\nstatus: {{healthy: false}}\n"
+        );
+        let errors = store.load_yaml(Path::new("probe.yaml"), &probe);
+        assert!(errors.is_empty(), "{errors:?}");
+        let ctx = r.ctx.as_ref().expect("the pass's context");
+        let index = Selectable::build(&store);
+        let inputs = |selectable| ServiceInputs {
+            pod_ips: &ctx.pod_ips,
+            vnic_ips: &ctx.vnic_ips,
+            monitor_ports: &ctx.monitor_ports,
+            selectable,
+        };
+        let mut compared = 0;
+        for svc in store.services.values() {
+            let ns = meta_ns(&svc.metadata);
+            let scanned = r.backends(&store, svc, &ns, &inputs(None));
+            let indexed = r.backends(&store, svc, &ns, &inputs(Some(&index)));
+            assert_eq!(indexed, scanned, "{ns}/{}", meta_name(&svc.metadata));
+            compared += 1;
+        }
+        assert!(compared >= 10, "only {compared} services");
+        // The cases are real ones: what the scan found is what the selectors say.
+        let svc = |name: &str| &store.services[&format!("shop/{name}")];
+        let web4_ips = &r.ipam.get("pod:shop/web-4").expect("web-4").ips;
+        let ips = |ports: &[topology::ServicePort]| -> Vec<IpAddr> {
+            ports[0].backends.iter().map(|b| b.ip).collect()
+        };
+        let (ports, counts, _) = r.backends(&store, svc("pairs"), "shop", &inputs(Some(&index)));
+        assert_eq!(&ips(&ports), web4_ips, "web-4 only (web-3 is not ready)");
+        assert_eq!(counts.total, 1);
+        let (ports, ..) = r.backends(&store, svc("nobody"), "shop", &inputs(Some(&index)));
+        assert!(ports[0].backends.is_empty());
+        let (ports, counts, _) = r.backends(&store, svc("checked"), "shop", &inputs(Some(&index)));
+        // Down: both of web-4's addresses (a backend is down when any of its is).
+        let down: Vec<IpAddr> = ports[0]
+            .backends
+            .iter()
+            .filter(|b| !b.healthy)
+            .map(|b| b.ip)
+            .collect();
+        assert_eq!(&down, web4_ips, "{:?}", ports[0].backends);
+        assert_eq!(counts.ready + 1, counts.total);
+        assert!(
+            out.status
+                .contains_key(&ObjectRef::from_key("YusurService", "shop/checked"))
         );
     }
 

@@ -52,10 +52,20 @@ pub struct Workload {
     pub backends: Vec<Vec<usize>>,
     /// Next unused backend slot (changes take fresh addresses).
     pub next_slot: usize,
+    /// The backends are pods selected by label (`app: svc-N`), not static addresses.
+    pub pods: bool,
 }
 
 impl Workload {
+    /// `n` services with static backends.
     pub fn write(n: usize) -> Workload {
+        Self::write_with(n, false)
+    }
+
+    /// `n` services; `pods`: their backends are `BACKENDS` pods each, selected by label
+    /// (`app: svc-N`), in a subnet of 10.64.0.0/12 bound to the namespace (the other 19
+    /// subnets as with static backends).
+    pub fn write_with(n: usize, pods: bool) -> Workload {
         let dir = tempfile::Builder::new()
             .prefix("ycloud-bench-")
             .tempdir()
@@ -65,7 +75,13 @@ impl Workload {
              apiVersion: ycloud.io/v1alpha1\nkind: Vpc\nmetadata: {{name: {NS}}}\n\
              spec: {{serviceCIDRs: [10.96.0.0/16], namespaces: [{NS}]}}\n"
         );
-        for i in 0..SUBNETS {
+        if pods {
+            topo.push_str(&format!(
+                "---\napiVersion: ycloud.io/v1alpha1\nkind: Subnet\nmetadata: {{name: pods}}\n\
+                 spec: {{vpc: {NS}, cidrBlocks: [10.64.0.0/12], namespaces: [{NS}]}}\n"
+            ));
+        }
+        for i in 0..SUBNETS - usize::from(pods) {
             topo.push_str(&format!(
                 "---\napiVersion: ycloud.io/v1alpha1\nkind: Subnet\nmetadata: {{name: s{i}}}\n\
                  spec: {{vpc: {NS}, cidrBlocks: [10.{}.0.0/16]}}\n",
@@ -80,11 +96,30 @@ impl Workload {
             dir,
             backends,
             next_slot: n * BACKENDS,
+            pods,
         };
         for f in 0..n.div_ceil(PER_FILE) {
             w.write_file(f);
+            if pods {
+                w.write_pods(f);
+            }
         }
         w
+    }
+
+    /// The pods of file `f`'s services (`BACKENDS` each, labelled `app: svc-N`).
+    fn write_pods(&self, f: usize) {
+        let mut text = String::new();
+        let end = ((f + 1) * PER_FILE).min(self.services());
+        for s in f * PER_FILE..end {
+            for b in 0..BACKENDS {
+                text.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: svc-{s}-{b}, namespace: {NS}, \
+                     labels: {{app: svc-{s}}}}}\nspec: {{containers: [{{name: c}}]}}\n"
+                ));
+            }
+        }
+        std::fs::write(self.path().join(format!("05-pods-{f:04}.yaml")), text).expect("write pods");
     }
 
     pub fn path(&self) -> &Path {
@@ -101,8 +136,15 @@ impl Workload {
              metadata: {{name: svc-{s}, namespace: {NS}}}\nspec:\n  scenarios: [ClusterIP]\n  \
              ports:\n  \
              - {{name: http, protocol: TCP, port: 80, targetPort: 8080}}\n  \
-             - {{name: https, protocol: TCP, port: 443, targetPort: 8443}}\n  staticBackends:\n"
+             - {{name: https, protocol: TCP, port: 443, targetPort: 8443}}\n"
         ));
+        if self.pods {
+            out.push_str(&format!(
+                "  backends: [{{type: Pod, selector: {{matchLabels: {{app: svc-{s}}}}}}}]\n"
+            ));
+            return;
+        }
+        out.push_str("  staticBackends:\n");
         for &b in &self.backends[s] {
             out.push_str(&format!("  - {{address: {}}}\n", backend_ip(b)));
         }
