@@ -29,10 +29,15 @@
 //! reports the floor in batches (`floor_batched`: the same rows replayed as the controller
 //! sends them, 250 services a transaction, pipelined), the server's best time for them.
 //!
+//! Variant `pods` (session 8) is `library` with pods as the backends: 8 per service,
+//! labelled `app: svc-N` and selected by that label, in a subnet bound to the namespace
+//! (so the first pass allocates 8 addresses per service and writes a logical switch port
+//! for each). Lines `sync.cold_start_library_pods*`.
+//!
 //! Arguments (after `--`): `--quick`; `--sizes=1000,10000`;
-//! `--variants=allocated,fixed,library,echo` (default: the first three);
-//! `--idle-secs=N` (0: no idle window); `--runs=N`: runs of the `library` variant (default 7
-//! at up to 1,000 services, 3 above; the median run is reported too).
+//! `--variants=allocated,fixed,library,pods,echo` (default: all but `echo`);
+//! `--idle-secs=N` (0: no idle window); `--runs=N`: runs of the `library` and `pods`
+//! variants (default 7 at up to 1,000 services, 3 above; the median run is reported too).
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
@@ -81,8 +86,14 @@ fn main() {
         None if quick => vec![200],
         None => vec![1_000, 10_000],
     };
-    let variants = arg_list("variants")
-        .unwrap_or_else(|| vec!["allocated".into(), "fixed".into(), "library".into()]);
+    let variants = arg_list("variants").unwrap_or_else(|| {
+        vec![
+            "allocated".into(),
+            "fixed".into(),
+            "library".into(),
+            "pods".into(),
+        ]
+    });
     let idle_secs = std::env::args()
         .find_map(|a| {
             a.strip_prefix("--idle-secs=")

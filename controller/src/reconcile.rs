@@ -52,8 +52,8 @@ pub struct Options {
     pub resync: Duration,
     /// BFD timers kept in `NB_Global` (gateway failover speed); unset ones are left alone.
     pub bfd: crate::compiler::gateways::BfdTimers,
-    /// A full pass that inserts at least this many load balancers defers their echo: see
-    /// `Controller::defer_lb_echo`. `usize::MAX`: never.
+    /// A full pass that inserts at least this many load balancers (or logical switch
+    /// ports) defers their echo: see `Controller::defer_echo`. `usize::MAX`: never.
     pub defer_echo_min: usize,
     /// A full pass sends its services in transactions of this many (see
     /// [`SERVICES_PER_TRANSACTION`]). `usize::MAX`: all in one.
@@ -190,7 +190,8 @@ pub struct Metrics {
     pub txn_ops: AtomicU64,
     pub txn_bytes: AtomicU64,
     pub txn_micros: AtomicU64,
-    /// Full passes that deferred the echo of the load balancers they wrote (a cold start).
+    /// Full passes that deferred the echo of the load balancers or logical switch ports they
+    /// wrote (a cold start).
     pub deferred_echoes: AtomicU64,
     pub objects: AtomicU64,
     pub nb_rows: AtomicU64,
@@ -380,13 +381,26 @@ pub fn plan_services(
 const PARALLEL_PLANS: usize = 1_000;
 
 /// The load balancers a full pass is about to insert: those of the services without rows
-/// in NB (what decides whether their echo is deferred, see `Controller::defer_lb_echo`).
+/// in NB (what decides whether their echo is deferred, see `Controller::defer_echo`).
 fn new_lbs(r: &Resolved, in_nb: &BTreeSet<Owner>) -> usize {
     r.services
         .iter()
         .filter(|(key, _)| !in_nb.contains(&Owner::Service((*key).clone())))
         .map(|(_, lbs)| lbs.len())
         .sum()
+}
+
+/// The logical switch ports a full pass is about to insert, about: those its VPCs want
+/// beyond the ones NB holds (what decides whether their echo is deferred, see
+/// `Controller::defer_echo`).
+fn new_lsps(r: &Resolved, snap: &Snapshot) -> usize {
+    let wanted: usize = r
+        .vpcs
+        .values()
+        .flat_map(|v| v.switches.values())
+        .map(|s| s.ports.len())
+        .sum();
+    wanted.saturating_sub(snap.len("Logical_Switch_Port"))
 }
 
 /// [`Options::services_per_transaction`] by default. A full pass sends its services' rows
@@ -909,34 +923,48 @@ impl Controller {
         Ok(())
     }
 
-    /// Before a big write of new load balancers (a cold start): narrows the cache's monitor
-    /// of `Load_Balancer` to the rows it already holds, so that the server does not build
-    /// and send the echo of every new row (a ~9 MB `update2` at 10,000 services, which it
-    /// sends before the transaction's reply: ~40 % of the transaction's time) while NB
-    /// waits for it. [`Controller::take_lb_echo`] widens it again right after. Returns
-    /// whether it narrowed.
-    async fn defer_lb_echo(&self, new_lbs: usize) -> bool {
-        if new_lbs < self.opts.defer_echo_min || !self.gate.is_open() {
-            return false;
+    /// Before a big write of new rows (a cold start): narrows the cache's monitor of each
+    /// table in `new` that gets at least [`Options::defer_echo_min`] new rows
+    /// (`Load_Balancer`, `Logical_Switch_Port`) to the rows it already holds, so that the
+    /// server does not build and send the echo of every new row (a ~9 MB `update2` at
+    /// 10,000 services, which it sends before the transaction's reply: ~40 % of the
+    /// transaction's time) while NB waits for it. [`Controller::take_echo`] widens them
+    /// again right after. Returns the tables it narrowed.
+    async fn defer_echo(&self, new: &[(&'static str, usize)]) -> Vec<&'static str> {
+        let tables: Vec<&'static str> = new
+            .iter()
+            .filter(|(_, n)| *n >= self.opts.defer_echo_min)
+            .map(|(t, _)| *t)
+            .collect();
+        if tables.is_empty() || !self.gate.is_open() {
+            return Vec::new();
         }
         let Some(mut requests) = self.client.monitor_requests(&self.monitor) else {
-            return false;
+            return Vec::new();
         };
-        let Some(lb) = requests.get_mut("Load_Balancer") else {
-            return false;
-        };
-        // Every row the cache holds stays selected (no deletes come back); new rows are not.
-        let held: Vec<serde_json::Value> = self
-            .cache
-            .snapshot()
-            .rows("Load_Balancer")
-            .map(|(u, _)| serde_json::json!(["_uuid", "==", ["uuid", u.to_string()]]))
-            .collect();
-        lb.where_ = Some(if held.is_empty() {
-            serde_json::json!([false])
-        } else {
-            serde_json::Value::Array(held)
-        });
+        let snap = self.cache.snapshot();
+        let mut narrowed = Vec::new();
+        for table in tables {
+            let Some(req) = requests.get_mut(table) else {
+                continue;
+            };
+            // Every row the cache holds stays selected (no deletes come back); new rows
+            // are not.
+            let held: Vec<serde_json::Value> = snap
+                .rows(table)
+                .map(|(u, _)| serde_json::json!(["_uuid", "==", ["uuid", u.to_string()]]))
+                .collect();
+            req.where_ = Some(if held.is_empty() {
+                serde_json::json!([false])
+            } else {
+                serde_json::Value::Array(held)
+            });
+            narrowed.push(table);
+        }
+        drop(snap);
+        if narrowed.is_empty() {
+            return narrowed;
+        }
         match self
             .client
             .monitor_cond_change(&self.monitor, requests)
@@ -944,33 +972,32 @@ impl Controller {
         {
             Ok(()) => {
                 self.metrics.deferred_echoes.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    new_lbs,
-                    "load balancers' echo deferred until after the write"
-                );
-                true
+                tracing::debug!(tables = ?narrowed, "echo deferred until after the write");
+                narrowed
             }
             Err(e) => {
                 // Nothing lost: the write goes ahead with the echo, as below the threshold.
-                tracing::warn!(error = %e, "could not defer the load balancers' echo");
-                self.take_lb_echo().await;
-                false
+                tracing::warn!(error = %e, "could not defer the echo");
+                self.take_echo(&narrowed).await;
+                Vec::new()
             }
         }
     }
 
-    /// Widens the cache's `Load_Balancer` monitor to every row again: the server sends the
+    /// Widens the cache's monitor of `tables` to every row again: the server sends the
     /// rows written meanwhile (and anyone else's) before its reply, so the cache equals NB
     /// when this returns, and every row arrives as a change (the pass after verifies them,
     /// as it does the echo of any write). If the connection drops first, the client reloads
     /// the monitor on the next one and the reconnect makes the next pass a full one.
-    async fn take_lb_echo(&self) {
+    async fn take_echo(&self, tables: &[&'static str]) {
         let started = Instant::now();
         let Some(mut requests) = self.client.monitor_requests(&self.monitor) else {
             return;
         };
-        if let Some(lb) = requests.get_mut("Load_Balancer") {
-            lb.where_ = None;
+        for table in tables {
+            if let Some(req) = requests.get_mut(*table) {
+                req.where_ = None;
+            }
         }
         match self
             .client
@@ -979,13 +1006,13 @@ impl Controller {
         {
             Ok(()) => tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                rows = self.cache.snapshot().len("Load_Balancer"),
-                "load balancers' echo taken"
+                tables = ?tables,
+                "echo taken"
             ),
             Err(e) => {
                 // The cache may miss rows: never plan on it. A reconnect reloads it
                 // (`MonitorState::changing`) and makes the next pass a full one.
-                tracing::warn!(error = %e, "widening the load balancers' monitor failed; reloading NB");
+                tracing::warn!(error = %e, "widening the monitor failed; reloading NB");
                 self.client.reconnect();
             }
         }
@@ -1378,6 +1405,13 @@ impl Controller {
         let mut in_nb = owners_in_nb(&snap);
         let mut results: BTreeMap<Owner, Programming> = BTreeMap::new();
         let topology_started = Instant::now();
+        // (The topology owns no service: the services in NB are the same after it.)
+        let deferred = self
+            .defer_echo(&[
+                ("Load_Balancer", new_lbs(&resolved, &in_nb)),
+                ("Logical_Switch_Port", new_lsps(&resolved, &snap)),
+            ])
+            .await;
         let mut ops = self.apply_bfd(&snap, &mut report).await;
         ops += self
             .apply(plan_topology(&snap, &resolved, &in_nb), &mut results)
@@ -1389,7 +1423,6 @@ impl Controller {
         let services_started = Instant::now();
         let snap = self.cache.snapshot();
         in_nb.extend(owners_in_nb(&snap));
-        let deferred = self.defer_lb_echo(new_lbs(&resolved, &in_nb)).await;
         // Planned first (on several threads, while NB is idle), then sent in batches: NB
         // commits one while the next is encoded. Planning between the batches instead
         // took the core the server needed (docs/performance.md, "sync", session 6).
@@ -1416,8 +1449,8 @@ impl Controller {
             ops += self.settle(s, &mut results).await;
         }
         let services_ms = services_started.elapsed().as_millis() as u64;
-        if deferred {
-            self.take_lb_echo().await;
+        if !deferred.is_empty() {
+            self.take_echo(&deferred).await;
         }
 
         // Status.
@@ -2127,6 +2160,21 @@ mod tests {
         let (names, _) = lb_rows(&cache);
         assert!(names.values().all(|n| *n == 1), "{names:?}");
         assert_eq!(names.len(), 5, "{names:?}");
+        // The pods' ports were deferred too (the same threshold): a cache without them
+        // would insert them again, which NB refuses (their names are unique): an error.
+        let ports: BTreeSet<String> = cache
+            .snapshot()
+            .rows("Logical_Switch_Port")
+            .filter_map(|(_, r)| Some(r.get("name")?.as_atom()?.as_str()?.to_owned()))
+            .filter(|n| n.starts_with("t."))
+            .collect();
+        assert_eq!(
+            ports,
+            BTreeSet::from(["t.p1".to_owned(), "t.p2".to_owned()]),
+            "the pods' ports"
+        );
+        assert_eq!(metrics.nb_errors.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.reconcile_errors.load(Ordering::Relaxed), 0);
 
         // Drift after the deferred echo: repaired, so the cache sees our rows' changes.
         let lb = |s: &str| format!("ysvc:t/{s}:tcp:cluster");
