@@ -138,7 +138,7 @@ pub struct Ipam {
 }
 
 /// The hosts of `cidr` from `from` on; all of them when `from` is `None` or outside it.
-fn hosts_from(cidr: &IpNet, from: Option<IpAddr>) -> ipnet::IpAddrRange {
+pub(crate) fn hosts_from(cidr: &IpNet, from: Option<IpAddr>) -> ipnet::IpAddrRange {
     let all = cidr.hosts();
     match (from, all.clone().next_back()) {
         (Some(IpAddr::V4(f)), Some(IpAddr::V4(l))) if cidr.contains(&IpAddr::V4(f)) => {
@@ -418,6 +418,14 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    /// A request for one fixed address.
+    fn at(addr: &str) -> Request {
+        Request {
+            ips: vec![ip(addr)],
+            mac: None,
+        }
+    }
+
     fn pool_29() -> PoolSpec {
         // 10.0.0.0/29: hosts .1-.6; .1 is the gateway.
         PoolSpec::with_gateways(vec!["10.0.0.0/29".parse().expect("cidr")], &[], vec![])
@@ -487,16 +495,7 @@ mod tests {
         i.release("vnic:b");
         assert_eq!(got(&mut i, "pod:t", "a"), ip("10.2.0.12"));
         // An owner that moves gives its address back to the search at once.
-        let moved = i
-            .allocate(
-                "pod:4",
-                "a",
-                &Request {
-                    ips: vec![ip("10.2.0.200")],
-                    mac: None,
-                },
-            )
-            .expect("fixed");
+        let moved = i.allocate("pod:4", "a", &at("10.2.0.200")).expect("fixed");
         assert_eq!(moved.ips, vec![ip("10.2.0.200")]);
         assert_eq!(got(&mut i, "pod:s", "a"), ip("10.2.0.4"));
     }
@@ -671,16 +670,7 @@ mod tests {
     fn a_changed_fixed_address_moves_the_owner_and_frees_the_old_one() {
         let mut i = ipam();
         i.allocate("pod:a", "p", &Request::default()).expect("a");
-        let moved = i
-            .allocate(
-                "pod:a",
-                "p",
-                &Request {
-                    ips: vec![ip("10.0.0.6")],
-                    mac: None,
-                },
-            )
-            .expect("moved");
+        let moved = i.allocate("pod:a", "p", &at("10.0.0.6")).expect("moved");
         assert_eq!(moved.ips, vec![ip("10.0.0.6")]);
         let b = i.allocate("pod:b", "p", &Request::default()).expect("b");
         assert_eq!(b.ips, vec![ip("10.0.0.2")], "the old address is free again");

@@ -36,7 +36,7 @@ use crate::compiler::topology::{
     self, Backend, DatapathMode, HashField, Port, PortOwner, Protocol, Scenarios,
 };
 use crate::index::{BackendObject, ServiceIndex};
-use crate::ipam::{Allocation, Ipam, PoolSpec, Request, parse_mac};
+use crate::ipam::{Allocation, Ipam, PoolSpec, Request, hosts_from, parse_mac};
 use crate::probes::{ProbeTarget, desired_probe};
 use crate::store::{ObjectRef, Store};
 use ycloud_crds::ProbeBackendKind;
@@ -2523,20 +2523,6 @@ fn health_checks(
     }
 }
 
-/// The hosts of `cidr` from `from` on; all of them when `from` is `None` or outside it.
-fn hosts_from(cidr: &IpNet, from: Option<IpAddr>) -> ipnet::IpAddrRange {
-    let all = cidr.hosts();
-    match (from, all.clone().next_back()) {
-        (Some(IpAddr::V4(f)), Some(IpAddr::V4(l))) if cidr.contains(&IpAddr::V4(f)) => {
-            ipnet::Ipv4AddrRange::new(f, l).into()
-        }
-        (Some(IpAddr::V6(f)), Some(IpAddr::V6(l))) if cidr.contains(&IpAddr::V6(f)) => {
-            ipnet::Ipv6AddrRange::new(f, l).into()
-        }
-        _ => all,
-    }
-}
-
 fn range_size(first: IpAddr, last: IpAddr) -> u64 {
     match (first, last) {
         (IpAddr::V4(a), IpAddr::V4(b)) => u64::from(u32::from(b).saturating_sub(u32::from(a))) + 1,
@@ -3088,7 +3074,7 @@ spec:
     /// ready, and a probe's down verdict.
     #[test]
     fn backends_found_through_the_index_are_the_ones_a_scan_finds() {
-        let extra = "
+        let mut extra = "
 apiVersion: v1
 kind: Pod
 metadata: {name: web-3, namespace: shop, labels: {app: web, tier: front}}
@@ -3099,56 +3085,56 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web-4, namespace: shop, labels: {app: web, tier: front}}
 spec: {containers: [{name: c}]}
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: pairs, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80}]
-  backends: [{type: Pod, selector: {matchLabels: {app: web, tier: front}}}]
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: nobody, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80}]
-  backends: [{type: Pod, selector: {matchLabels: {app: web, tier: none}}}]
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: expressions, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80}]
-  backends: [{type: Pod, selector: {matchExpressions: [{key: app, operator: In, values: [web, api]}]}}]
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: everything, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80}]
-  backends: [{type: Pod, selector: {}}, {type: VNicIP, selector: {}}]
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: across, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80}]
-  backends: [{type: Pod, selector: {matchLabels: {app: web}}, namespaceSelector: {}}]
----
-apiVersion: ycloud.io/v1alpha1
-kind: YusurService
-metadata: {name: checked, namespace: shop}
-spec:
-  scenarios: [ClusterIP]
-  ports: [{name: http, port: 80, targetPort: 8080}]
-  backends: [{type: Pod, selector: {matchLabels: {app: web}}}]
-  healthCheck: {type: TCP, intervalMillis: 500, timeoutMillis: 300, failureThreshold: 2}
-";
+"
+        .to_owned();
+        // (name, target port, backends, health check)
+        let services = [
+            (
+                "pairs",
+                80,
+                "{type: Pod, selector: {matchLabels: {app: web, tier: front}}}",
+                "",
+            ),
+            (
+                "nobody",
+                80,
+                "{type: Pod, selector: {matchLabels: {app: web, tier: none}}}",
+                "",
+            ),
+            (
+                "expressions",
+                80,
+                "{type: Pod, selector: {matchExpressions: [{key: app, operator: In, values: [web, api]}]}}",
+                "",
+            ),
+            (
+                "everything",
+                80,
+                "{type: Pod, selector: {}}, {type: VNicIP, selector: {}}",
+                "",
+            ),
+            (
+                "across",
+                80,
+                "{type: Pod, selector: {matchLabels: {app: web}}, namespaceSelector: {}}",
+                "",
+            ),
+            (
+                "checked",
+                8080,
+                "{type: Pod, selector: {matchLabels: {app: web}}}",
+                "\n  healthCheck: {type: TCP, intervalMillis: 500, timeoutMillis: 300, failureThreshold: 2}",
+            ),
+        ];
+        for (name, target, backends, check) in services {
+            extra.push_str(&format!(
+                "---\napiVersion: ycloud.io/v1alpha1\nkind: YusurService\n\
+                 metadata: {{name: {name}, namespace: shop}}\nspec:\n  scenarios: [ClusterIP]\n  \
+                 ports: [{{name: http, port: 80, targetPort: {target}}}]\n  \
+                 backends: [{backends}]{check}\n"
+            ));
+        }
+        let extra = extra.as_str();
         let (r, out) = run(extra);
         let mut store = examples();
         assert!(store.load_yaml(Path::new("pods.yaml"), PODS).is_empty());

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Cluster, ClusterOptions, Layout, Outage, failed_tries, outage_after, probe_args, unix_now,
-    wait_for, warm,
+    Cluster, ClusterOptions, Layout, failed_tries, outage_after, probe_args, unix_now, wait_for,
+    warm,
 };
 
 const EIP: &str = "http://200.0.0.100/";
@@ -188,13 +188,8 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_does_not_take_th
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    let Outage {
-        failed,
-        secs: outage,
-        runs,
-        probes,
-        ..
-    } = outage_after(&text, at);
+    let o = outage_after(&text, at);
+    let (failed, outage, runs, probes) = (o.failed, o.secs, o.runs, o.probes);
     eprintln!(
         "FIGURE eipgw-failback: failover outside->EIP {outage:.2} s ({failed} of {probes} \
          requests failed, {runs} failure run(s)); SB moved the port to node 2 after \
@@ -288,13 +283,8 @@ fn the_controller_demotes_the_failed_gateway_node_so_its_return_does_not_take_th
     let (text, at) = around(&c, 6.0, FAST, || {
         c.write_manifest("03-eip-gateway.yaml", &gateway_manifest("1"));
     });
-    let Outage {
-        failed,
-        secs: outage,
-        runs,
-        probes,
-        ..
-    } = outage_after(&text, at);
+    let o = outage_after(&text, at);
+    let (failed, outage, runs, probes) = (o.failed, o.secs, o.runs, o.probes);
     eprintln!(
         "FIGURE eipgw-failback: planned failback outside->EIP {outage:.2} s ({failed} of \
          {probes} requests failed, {runs} failure run(s))"

@@ -26,8 +26,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Cluster, ClusterOptions, Layout, Outage, distribution, outage_after, probe_args, unix_now,
-    wait_for, warm,
+    Cluster, ClusterOptions, Layout, distribution, outage_after, probe_args, unix_now, wait_for,
+    warm,
 };
 
 const VIP: &str = "http://10.96.0.100/";
@@ -438,13 +438,8 @@ fn the_service_gateway_fails_over_to_the_standby_node_when_its_node_dies() {
         }
         (probe.join().unwrap().expect("probe"), at, beacon_s, pin_s)
     });
-    let Outage {
-        failed,
-        secs: outage,
-        runs,
-        probes,
-        ..
-    } = outage_after(&text, at);
+    let o = outage_after(&text, at);
+    let (failed, outage, runs, probes) = (o.failed, o.secs, o.runs, o.probes);
     let crashed = crashed_vswitchds(&c);
     eprintln!(
         "FIGURE svcgw-failover: beacon on node 2 after {beacon_s:.2?} s, yc-svcgw re-pinned \
