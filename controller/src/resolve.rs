@@ -333,6 +333,18 @@ impl<'a> Selectable<'a> {
     }
 }
 
+/// The objects of `all` that `keys` names (an index's candidates, in key order), or all
+/// of them.
+fn objects<'m, T>(
+    all: &'m BTreeMap<String, T>,
+    keys: Option<&'m [&'m str]>,
+) -> Box<dyn Iterator<Item = (&'m String, &'m T)> + 'm> {
+    match keys {
+        Some(keys) => Box::new(keys.iter().filter_map(|k| all.get_key_value(*k))),
+        None => Box::new(all.iter()),
+    }
+}
+
 /// The state kept between passes: IPAM, service addresses, last valid objects.
 #[derive(Debug, Default)]
 pub struct Resolver {
@@ -2075,32 +2087,16 @@ impl Resolver {
         Vec<ProbeTarget>,
     ) {
         let (pod_ips, vnic_ips) = (inputs.pod_ips, inputs.vnic_ips);
-        // The objects a backend may select: through the index when there is one and the
-        // backend looks in its service's namespace by `matchLabels`, else all of them.
-        let pods_for =
-            |b: &ycloud_crds::BackendSelector| -> Box<dyn Iterator<Item = (&String, &Pod)> + '_> {
-                match inputs
+        // The keys the index narrows a backend to (it looks in its service's namespace by
+        // `matchLabels`); `None`: every object of the kind.
+        let narrowed =
+            |index: for<'x> fn(&'x Selectable<'x>) -> &'x HashMap<String, Vec<&'x str>>,
+             b: &ycloud_crds::BackendSelector| {
+                inputs
                     .selectable
                     .filter(|_| b.namespace_selector.is_none())
-                    .and_then(|ix| Selectable::candidates(&ix.pods, ns, &b.selector))
-                {
-                    Some(keys) => {
-                        Box::new(keys.iter().filter_map(|k| store.pods.get_key_value(*k)))
-                    }
-                    None => Box::new(store.pods.iter()),
-                }
+                    .and_then(|ix| Selectable::candidates(index(ix), ns, &b.selector))
             };
-        let vnics_for = |b: &ycloud_crds::BackendSelector| -> Box<dyn Iterator<Item = (&String, &VNicIP)> + '_> {
-            match inputs.selectable.filter(|_| b.namespace_selector.is_none()).and_then(|ix| {
-                Selectable::candidates(&ix.vnics, ns, &b.selector)
-            }) {
-                Some(keys) => Box::new(
-                    keys.iter()
-                        .filter_map(|k| store.vnics.get_key_value(*k)),
-                ),
-                None => Box::new(store.vnics.iter()),
-            }
-        };
         let ns_in =
             |sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
              other: &str| match sel {
@@ -2119,7 +2115,7 @@ impl Resolver {
         for b in &svc.spec.backends {
             match b.kind {
                 BackendType::Pod => {
-                    for (key, pod) in pods_for(b) {
+                    for (key, pod) in objects(&store.pods, narrowed(|ix| &ix.pods, b)) {
                         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
                         if ns_in(&b.namespace_selector, &meta_ns(&pod.metadata))
                             && selector_matches(&b.selector, labels)
@@ -2158,7 +2154,7 @@ impl Resolver {
                     }
                 }
                 BackendType::BM | BackendType::VNicIP => {
-                    for (key, v) in vnics_for(b) {
+                    for (key, v) in objects(&store.vnics, narrowed(|ix| &ix.vnics, b)) {
                         let labels = v.metadata.labels.as_ref().unwrap_or(&empty);
                         if (b.kind == BackendType::VNicIP || v.spec.kind == VNicKind::BareMetal)
                             && ns_in(&b.namespace_selector, &meta_ns(&v.metadata))
