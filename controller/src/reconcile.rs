@@ -275,7 +275,7 @@ fn owner_label(o: &Owner) -> String {
 
 /// The size of `ops` as JSON, counted while encoding them into nothing (no JSON tree, no
 /// buffer: a cold start's ops are ~10 MB).
-fn op_bytes(ops: &[Operation]) -> usize {
+fn op_bytes<O: std::borrow::Borrow<Operation>>(ops: &[O]) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -287,7 +287,9 @@ fn op_bytes(ops: &[Operation]) -> usize {
         }
     }
     let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, ops);
+    for op in ops {
+        let _ = serde_json::to_writer(&mut c, op.borrow());
+    }
     c.0
 }
 
@@ -1061,13 +1063,10 @@ impl Controller {
         let (queued, next) = tokio::sync::oneshot::channel();
         let reply = tokio::spawn(async move {
             // One mutate per shared row instead of one per plan (every new service's LB
-            // into the VPC's group): see `merge_reference_inserts`. Copied and merged
-            // here, on the task's thread, not the caller's.
-            let all: Vec<Operation> = crate::compiler::plan::merge_reference_inserts(
-                theirs
-                    .iter()
-                    .flat_map(|(_, p)| p.ops.iter().cloned())
-                    .collect(),
+            // into the VPC's group): see `merge_reference_inserts`. Merged here, on the
+            // task's thread, not the caller's; the plans' operations are not copied.
+            let all = crate::compiler::plan::merge_reference_inserts(
+                theirs.iter().flat_map(|(_, p)| &p.ops),
             );
             let n = all.len();
             // On the wire in the order the batches were made (so NB commits them in key
@@ -1808,7 +1807,10 @@ struct Writer {
 }
 
 impl Writer {
-    async fn transact(&self, ops: &[Operation]) -> Result<(), ycloud_ovsdb::Error> {
+    async fn transact<O: std::borrow::Borrow<Operation> + Sync>(
+        &self,
+        ops: &[O],
+    ) -> Result<(), ycloud_ovsdb::Error> {
         if !self.gate.is_open() {
             // Not the leader (or no longer): the transaction is not sent.
             return Err(ycloud_ovsdb::Error::NotConnected {
@@ -1820,8 +1822,13 @@ impl Writer {
         let m = &self.metrics;
         m.transactions.fetch_add(1, Ordering::Relaxed);
         m.txn_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        m.txn_bytes
-            .fetch_add(op_bytes(ops) as u64, Ordering::Relaxed);
+        // The request as the client encoded it; a failed one's operations counted again
+        // (without the envelope: the error does not carry the size).
+        let bytes = match &res {
+            Ok(t) => t.request_bytes,
+            Err(_) => op_bytes(ops),
+        };
+        m.txn_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         m.txn_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         if res.is_err() {

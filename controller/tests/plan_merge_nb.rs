@@ -3,6 +3,7 @@
 //! transaction leaves NB exactly as the plans sent one by one do, a second pass writes
 //! nothing, and an operation on the same row in between keeps its place.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ycloud_controller::compiler::lb::{DesiredLb, service_lbs};
@@ -140,7 +141,10 @@ async fn merged_plans_leave_nb_as_the_plans_one_by_one_do_and_a_second_pass_writ
     let merged = Nb::start_with_group().await;
     let all: Vec<Operation> = merged.plans().into_iter().flat_map(|p| p.ops).collect();
     assert_eq!(mutates_of(&all, "Load_Balancer_Group"), SERVICES);
-    let ops = merge_reference_inserts(all.clone());
+    let ops: Vec<Operation> = merge_reference_inserts(&all)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect();
     assert_eq!(mutates_of(&ops, "Load_Balancer_Group"), 1);
     assert_eq!(ops.len(), all.len() - (SERVICES - 1));
     merged.client.transact(&ops).await.expect("merged");
@@ -178,7 +182,14 @@ fn an_operation_on_the_same_row_in_between_ends_a_merge() {
         ins("Load_Balancer_Group", g, "c"),
         ins("Logical_Router", other, "y"),
     ];
-    let merged = merge_reference_inserts(ops.clone());
+    let merged = merge_reference_inserts(&ops);
+    // Only a merged mutate is a new operation; the others are the plans' own.
+    let borrowed: Vec<bool> = merged
+        .iter()
+        .map(|op| matches!(op, Cow::Borrowed(_)))
+        .collect();
+    assert_eq!(borrowed, [false, true, true, false]);
+    let merged: Vec<Operation> = merged.into_iter().map(Cow::into_owned).collect();
     let expect = vec![
         ops::set_insert(
             "Load_Balancer_Group",

@@ -342,7 +342,12 @@ impl Client {
     /// operations become typed errors (constraint violation, referential integrity, timed
     /// out, not leader, …) with the operation and the server's details; on success the result
     /// maps each insert's `uuid-name` to the UUID the server assigned.
-    pub async fn transact(&self, ops: &[Operation]) -> Result<Transacted, Error> {
+    /// `ops` may be owned operations or references to them (`&Operation`,
+    /// `Cow<Operation>`): a caller that keeps its operations need not copy them.
+    pub async fn transact<O: std::borrow::Borrow<Operation> + Sync>(
+        &self,
+        ops: &[O],
+    ) -> Result<Transacted, Error> {
         let started = std::time::Instant::now();
         if self.inner.config.validate
             && let Some(schema) = self.schema()
@@ -353,7 +358,7 @@ impl Client {
         // Encoded straight from the operations: a cold start's request is ~10 MB of JSON,
         // and a `serde_json::Value` tree of it first cost more than the encoding itself.
         let conn = self.connection().await?;
-        let reply = call_serialized(
+        let (reply, request_bytes) = call_serialized(
             &conn,
             "transact",
             &TransactParams {
@@ -384,6 +389,7 @@ impl Client {
         Ok(Transacted {
             results: parsed.results,
             uuids,
+            request_bytes,
         })
     }
 
@@ -566,6 +572,8 @@ pub struct Transacted {
     pub results: Vec<OperationResult>,
     /// `uuid-name` of each insert → the row's real UUID.
     pub uuids: BTreeMap<String, Uuid>,
+    /// The size of the request on the wire, in bytes.
+    pub request_bytes: usize,
 }
 
 /// Sends `cancel` for a request whose future was dropped before its reply.
@@ -596,21 +604,21 @@ async fn call_cancellable(conn: &Connection, method: &str, params: Value) -> Res
 }
 
 /// [`call_cancellable`] with `params` encoded straight to bytes (see
-/// [`Connection::send_request_serialized`]).
+/// [`Connection::send_request_serialized`]); also returns the request's size.
 async fn call_serialized(
     conn: &Connection,
     method: &str,
     params: &impl serde::Serialize,
-) -> Result<Value, Error> {
+) -> Result<(Value, usize), Error> {
     let (tx, rx) = oneshot::channel();
-    let id = conn.send_request_serialized(
+    let (id, size) = conn.send_request_serialized(
         method,
         params,
         Box::new(move |r| {
             let _ = tx.send(r);
         }),
     )?;
-    wait_reply(conn, id, rx).await
+    wait_reply(conn, id, rx).await.map(|v| (v, size))
 }
 
 /// Waits for the reply to request `id`; cancels it if dropped first.

@@ -2,6 +2,7 @@
 //! that *return* operations so callers collect a whole change in one `Vec<Operation>` and
 //! exactly one place sends it (see STYLE.md rule 3).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -429,9 +430,9 @@ impl Operation {
 
 /// Validates a whole transaction: every operation, and named UUIDs defined once and
 /// defined wherever used.
-pub fn validate(ops: &[Operation], schema: &DatabaseSchema) -> Result<(), OpError> {
+pub fn validate<O: Borrow<Operation>>(ops: &[O], schema: &DatabaseSchema) -> Result<(), OpError> {
     let mut defined = BTreeSet::new();
-    for op in ops {
+    for op in ops.iter().map(Borrow::borrow) {
         op.validate(schema)?;
         if let Operation::Insert {
             uuid_name: Some(n), ..
@@ -442,7 +443,7 @@ pub fn validate(ops: &[Operation], schema: &DatabaseSchema) -> Result<(), OpErro
         }
     }
     let mut used = Vec::new();
-    for op in ops {
+    for op in ops.iter().map(Borrow::borrow) {
         match op {
             Operation::Insert { row, .. } | Operation::Update { row, .. } => {
                 row.values().for_each(|v| named_in(v, &mut used))
@@ -650,17 +651,17 @@ pub fn transact_params(db: &str, ops: &[Operation]) -> Json {
 /// The `params` of a `transact` request, `[db, op, …]`, as [`transact_params`] builds
 /// them but serialized straight from the operations, with no JSON tree in between.
 #[derive(Debug, Clone, Copy)]
-pub struct TransactParams<'a> {
+pub struct TransactParams<'a, O = Operation> {
     pub db: &'a str,
-    pub ops: &'a [Operation],
+    pub ops: &'a [O],
 }
 
-impl Serialize for TransactParams<'_> {
+impl<O: Borrow<Operation>> Serialize for TransactParams<'_, O> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.ops.len() + 1))?;
         seq.serialize_element(self.db)?;
         for op in self.ops {
-            seq.serialize_element(op)?;
+            seq.serialize_element(op.borrow())?;
         }
         seq.end()
     }
@@ -797,11 +798,11 @@ impl TransactResult {
         })
     }
 
-    pub fn first_error(&self, ops: &[Operation]) -> Option<TransactError> {
+    pub fn first_error<O: Borrow<Operation>>(&self, ops: &[O]) -> Option<TransactError> {
         self.results.iter().enumerate().find_map(|(i, r)| match r {
             OperationResult::Error { error, details } => Some(TransactError {
                 index: i,
-                op: ops.get(i).map(Operation::op_name),
+                op: ops.get(i).map(|o| o.borrow().op_name()),
                 error: error.clone(),
                 kind: ErrorKind::from_error(error),
                 details: details.clone(),
@@ -811,8 +812,9 @@ impl TransactResult {
     }
 
     /// Maps each insert's `uuid-name` to the UUID the server gave the row.
-    pub fn named_uuids(&self, ops: &[Operation]) -> BTreeMap<String, Uuid> {
+    pub fn named_uuids<O: Borrow<Operation>>(&self, ops: &[O]) -> BTreeMap<String, Uuid> {
         ops.iter()
+            .map(Borrow::borrow)
             .zip(&self.results)
             .filter_map(|(op, r)| match (op, r) {
                 (

@@ -304,13 +304,14 @@ impl Connection {
     /// [`Connection::send_request`] with `params` encoded straight from any `Serialize`
     /// value: no `serde_json::Value` tree of them is built (a 10,000-service transaction's
     /// request is ~10 MB of JSON). Fails before anything is sent if `params` does not
-    /// encode (an OVSDB real that is not finite).
+    /// encode (an OVSDB real that is not finite). Returns the request's id and size in
+    /// bytes.
     pub fn send_request_serialized(
         &self,
         method: &str,
         params: &impl serde::Serialize,
         handler: ReplyHandler,
-    ) -> Result<u64, Error> {
+    ) -> Result<(u64, usize), Error> {
         /// `{"method": …, "params": …, "id": …}` borrowing its parts.
         #[derive(serde::Serialize)]
         struct Request<'a, P> {
@@ -326,9 +327,10 @@ impl Connection {
                 source,
             }
         })?;
+        let size = bytes.len();
         tracing::debug!(
             method,
-            bytes = bytes.len(),
+            bytes = size,
             encode_us = started.elapsed().as_micros() as u64,
             "request encoded"
         );
@@ -338,7 +340,7 @@ impl Connection {
             Handler::Value(handler),
             Outgoing::Encoded(bytes),
         )?;
-        Ok(id)
+        Ok((id, size))
     }
 
     fn send(&self, method: &str, params: Value, handler: Handler) -> Result<u64, Error> {

@@ -168,6 +168,45 @@ async fn transact_maps_named_uuids_to_the_uuids_the_server_assigned() {
     assert_eq!(upd.results[0], ops::OperationResult::Count(1));
 }
 
+#[tokio::test]
+async fn borrowed_operations_transact_like_owned_ones_and_the_request_size_is_reported() {
+    let server = OvsdbServer::start(SchemaFile::Nb).unwrap();
+    let (c, _events) = client(server.unix_remote()).await;
+    let sw = |name: &str| ops::insert("Logical_Switch", row(&[("name", name.into())]), "s");
+    // Owned, by reference and as `Cow`s: the same request.
+    let owned = c.transact(&[sw("a")]).await.unwrap();
+    let one = sw("b");
+    let by_ref = c.transact(&[&one]).await.unwrap();
+    let cows = [std::borrow::Cow::Borrowed(&sw("c"))];
+    let cow = c.transact(&cows).await.unwrap();
+    // Each request is its envelope plus its operations: a name one character longer
+    // makes a request one byte longer (the ids here have one digit each).
+    let longer = c.transact(&[sw("dd")]).await.unwrap();
+    let envelope = |id: u64| {
+        serde_json::to_vec(&json!({"id": id, "method": "transact", "params": [NB]}))
+            .unwrap()
+            .len()
+    };
+    let ops_bytes = serde_json::to_vec(&sw("a")).unwrap().len() + 1; // and a comma
+    assert!(
+        owned.request_bytes >= envelope(1) + ops_bytes,
+        "{}",
+        owned.request_bytes
+    );
+    assert_eq!(by_ref.request_bytes, owned.request_bytes);
+    assert_eq!(cow.request_bytes, owned.request_bytes);
+    assert_eq!(longer.request_bytes, owned.request_bytes + 1);
+    let names: Vec<String> = server.dump_json()["Logical_Switch"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "dd"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_failures_become_typed_errors_with_the_servers_details() {
     let server = OvsdbServer::start(SchemaFile::Nb).unwrap();

@@ -562,18 +562,95 @@ pub fn warm_cpus() {
     });
 }
 
-/// Blocks in the server until the load balancer of service `s` exists (an OVSDB `wait`):
-/// no polling, the server answers the moment the row is committed.
+/// Blocks until the load balancer of service `s` exists (see [`LbWatch`]).
 pub fn wait_for_lb(nb: &OvsdbServer, s: usize) {
-    raw_request(
-        nb,
-        "transact",
-        json!(["OVN_Northbound", {
-            "op": "wait", "timeout": 3_600_000, "table": "Load_Balancer",
-            "where": [["name", "==", lb_name(s)]], "columns": ["name"],
-            "until": "!=", "rows": []
-        }]),
-    );
+    LbWatch::start(nb, s).wait();
+}
+
+/// A client of its own that watches NB for the load balancer of one service, as
+/// `ovn-northd` watches NB: a `monitor_cond` on that row, set up before the clock starts,
+/// whose update the server sends in the pass that commits the row.
+///
+/// Sessions 1–8 asked the server with an OVSDB `wait` instead. ovsdb-server held that
+/// answer behind the controller's next request, which comes right after its last
+/// transaction's reply: the widened monitor of the rows it wrote (`take_echo`), whose
+/// update of 8,000 ports took the server ~110 ms (session 9, 1,000 services × 8 pods:
+/// the `wait` came back 110–120 ms after the controller had the last reply; with that
+/// request held back 300 ms, 2 ms after). That is the server's work for us after NB holds
+/// everything, not time until it does.
+pub struct LbWatch {
+    /// `None`: the row was there when the watch started.
+    conn: Option<(UnixStream, JsonStream)>,
+}
+
+type JsonStream = serde_json::StreamDeserializer<
+    'static,
+    serde_json::de::IoRead<std::io::BufReader<UnixStream>>,
+    Json,
+>;
+
+impl LbWatch {
+    /// Connects and registers the monitor; returns once the server has answered it.
+    pub fn start(nb: &OvsdbServer, s: usize) -> LbWatch {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = loop {
+            match UnixStream::connect(sock(nb)) {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("connect the watch to {}: {e}", sock(nb)),
+            }
+        };
+        let req = json!({"method": "monitor_cond", "id": 1, "params": ["OVN_Northbound", null,
+            {"Load_Balancer": [{"columns": ["name"], "where": [["name", "==", lb_name(s)]]}]}]});
+        out.write_all(req.to_string().as_bytes())
+            .expect("monitor request");
+        let input = out.try_clone().expect("clone the watch's socket");
+        let mut conn = (
+            out,
+            serde_json::Deserializer::from_reader(std::io::BufReader::new(input)).into_iter(),
+        );
+        let reply = next_message(&mut conn, |m| m.get("id") == Some(&json!(1)));
+        assert!(reply["error"].is_null(), "monitor_cond failed: {reply}");
+        // The reply holds the row if an earlier write made it.
+        let there = reply["result"]["Load_Balancer"]
+            .as_object()
+            .is_some_and(|rows| !rows.is_empty());
+        LbWatch {
+            conn: (!there).then_some(conn),
+        }
+    }
+
+    /// Blocks until the server sends the row's insert.
+    pub fn wait(self) {
+        if let Some(mut conn) = self.conn {
+            next_message(&mut conn, |m| {
+                m["method"] == "update2"
+                    && m["params"][1]["Load_Balancer"]
+                        .as_object()
+                        .is_some_and(|rows| rows.values().any(|r| r.get("insert").is_some()))
+            });
+        }
+    }
+}
+
+/// The next message on `conn` that `want` accepts; answers the server's `echo`
+/// (inactivity probe) meanwhile.
+fn next_message(conn: &mut (UnixStream, JsonStream), want: impl Fn(&Json) -> bool) -> Json {
+    loop {
+        let m = conn.1.next().expect("NB closed the watch").expect("json");
+        if m["method"] == "echo" {
+            let reply = json!({"id": m["id"], "result": m["params"], "error": null});
+            conn.0
+                .write_all(reply.to_string().as_bytes())
+                .expect("echo reply");
+            continue;
+        }
+        if want(&m) {
+            return m;
+        }
+    }
 }
 
 /// The named UUID a replay gives the row `u` of a dump.

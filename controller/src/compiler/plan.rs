@@ -7,6 +7,7 @@
 //! nothing, a missing attachment (drift) is put back, and an owned row nothing wants any
 //! more is deleted.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -343,7 +344,8 @@ pub fn plan_service(
         // Native health checks hang off the row; a check nothing wants (or a hand-made
         // one of ours) is dropped, a foreign one on the same VIP is reported and left.
         let hcs = hc_rows(d);
-        if !hcs.is_empty() || lb_have.is_some() {
+        let checks = !hcs.is_empty();
+        if checks || lb_have.is_some() {
             let parent = Parent {
                 table: LB,
                 rref: lb_ref.clone(),
@@ -356,10 +358,10 @@ pub fn plan_service(
                 LBHC,
                 "health_check",
                 ChildKey::Columns(&["vip"]),
-                &hcs,
+                hcs,
             );
         }
-        if !hcs.is_empty() {
+        if checks {
             plan_svc_monitor_mac(snap, plan);
         }
         let target_uuid = uuid_of(&target).ok_or_else(|| bad(owner, table, "_uuid"))?;
@@ -453,22 +455,36 @@ fn touches(op: &Operation) -> Option<(&str, Option<Uuid>)> {
 /// idempotent. An operation on the same row (or with a condition other than `_uuid ==` on
 /// the same table) in between ends a merge, so no insert moves past something that could
 /// see or undo it. Plans stay per owner; only the combined transaction is merged.
-pub fn merge_reference_inserts(ops: Vec<Operation>) -> Vec<Operation> {
+/// The operations are borrowed: only a merged `mutate` is a new one, so a transaction of
+/// 8,000 new ports is not copied (and dropped) on its way to the wire.
+pub fn merge_reference_inserts<'a>(
+    ops: impl IntoIterator<Item = &'a Operation>,
+) -> Vec<Cow<'a, Operation>> {
     type Key = (String, Uuid, String);
-    let mut out: Vec<Option<Operation>> = Vec::with_capacity(ops.len());
-    // Open merges: the slot of the last member (its op taken out) and every atom so far.
-    let mut open: BTreeMap<Key, (usize, Vec<Atom>, Operation)> = BTreeMap::new();
-    let close = |out: &mut Vec<Option<Operation>>,
-                 (slot, atoms, mut op): (usize, Vec<Atom>, Operation)| {
-        if let Operation::Mutate { mutations, .. } = &mut op {
-            mutations[0].value = Value::set(atoms);
-        }
-        out[slot] = Some(op);
+    // An open merge: the slot of its last member, its first member, every atom so far.
+    struct Open<'a> {
+        slot: usize,
+        first: &'a Operation,
+        atoms: Vec<Atom>,
+        members: usize,
+    }
+    let mut out: Vec<Option<Cow<'a, Operation>>> = Vec::new();
+    let mut open: BTreeMap<Key, Open<'a>> = BTreeMap::new();
+    let close = |out: &mut Vec<Option<Cow<'a, Operation>>>, m: Open<'a>| {
+        out[m.slot] = Some(if m.members == 1 {
+            Cow::Borrowed(m.first)
+        } else {
+            let mut op = m.first.clone();
+            if let Operation::Mutate { mutations, .. } = &mut op {
+                mutations[0].value = Value::set(m.atoms);
+            }
+            Cow::Owned(op)
+        });
     };
     for op in ops {
-        if let Some((table, uuid, column)) = reference_insert(&op) {
+        if let Some((table, uuid, column)) = reference_insert(op) {
             let key = (table.to_owned(), uuid, column.to_owned());
-            let mine: Vec<Atom> = match &op {
+            let mine = match op {
                 Operation::Mutate { mutations, .. } => match &mutations[0].value {
                     Value::Set(s) => s.iter().cloned().collect(),
                     _ => Vec::new(),
@@ -477,18 +493,27 @@ pub fn merge_reference_inserts(ops: Vec<Operation>) -> Vec<Operation> {
             };
             let slot = out.len();
             out.push(None);
-            match open.remove(&key) {
-                Some((_, mut atoms, first)) => {
-                    atoms.extend(mine);
-                    open.insert(key, (slot, atoms, first));
+            match open.get_mut(&key) {
+                Some(m) => {
+                    m.slot = slot;
+                    m.atoms.extend(mine);
+                    m.members += 1;
                 }
                 None => {
-                    open.insert(key, (slot, mine, op));
+                    open.insert(
+                        key,
+                        Open {
+                            slot,
+                            first: op,
+                            atoms: mine,
+                            members: 1,
+                        },
+                    );
                 }
             }
             continue;
         }
-        if let Some((table, row)) = touches(&op) {
+        if let Some((table, row)) = touches(op) {
             let ends: Vec<Key> = open
                 .keys()
                 .filter(|(t, u, _)| t == table && row.is_none_or(|r| r == *u))
@@ -500,7 +525,7 @@ pub fn merge_reference_inserts(ops: Vec<Operation>) -> Vec<Operation> {
                 }
             }
         }
-        out.push(Some(op));
+        out.push(Some(Cow::Borrowed(op)));
     }
     for (_, m) in std::mem::take(&mut open) {
         close(&mut out, m);
@@ -646,7 +671,7 @@ fn plan_children(
     child_table: &'static str,
     column: &str,
     key: ChildKey,
-    want: &BTreeMap<String, Row>,
+    want: BTreeMap<String, Row>,
 ) -> BTreeMap<String, RowRef> {
     // The children the parent holds now, by key.
     let mut held: BTreeMap<String, (Uuid, &Arc<Row>)> = BTreeMap::new();
@@ -676,7 +701,7 @@ fn plan_children(
             ChildKey::Name => snap
                 .find_unique(child_table, &[("name", Value::from(k.as_str()))])
                 .and_then(|r| uuid_of(r).map(|u| (u, r))),
-            ChildKey::Columns(_) => held.get(k).map(|(u, r)| (*u, *r)),
+            ChildKey::Columns(_) => held.get(&k).map(|(u, r)| (*u, *r)),
         };
         if let Some((_, have)) = existing
             && ext(have, names::OWNER_KEY).as_deref() != Some(names::OWNER_VALUE)
@@ -690,27 +715,27 @@ fn plan_children(
         }
         match existing {
             Some((u, have)) => {
-                converge(plan, child_table, u, have, row);
+                converge(plan, child_table, u, have, &row);
                 let r = RowRef::Existing(u);
                 if !parent.have.is_some_and(|p| set_contains(p, column, &r)) {
                     add.push(r.atom());
                 }
-                refs.insert(k.clone(), r);
+                refs.insert(k, r);
             }
             None => {
                 let named = plan.named();
-                plan.ops
-                    .push(ops::insert(child_table, row.clone(), named.clone()));
+                plan.ops.push(ops::insert(child_table, row, named.clone()));
                 let r = RowRef::New(named);
                 add.push(r.atom());
-                refs.insert(k.clone(), r);
+                refs.insert(k, r);
             }
         }
     }
     let remove: Vec<Atom> = held
         .iter()
         .filter(|(k, (_, child))| {
-            !want.contains_key(*k)
+            // Every wanted key is in `refs` but a conflict's, whose row is not ours.
+            !refs.contains_key(*k)
                 && ext(child, names::OWNER_KEY).as_deref() == Some(names::OWNER_VALUE)
         })
         .map(|(_, (u, _))| Atom::Uuid(*u))
@@ -786,7 +811,7 @@ fn plan_router(snap: &Snapshot, plan: &mut Plan, r: &DesiredRouter, have: Option
         .values()
         .map(|p| (p.name.clone(), lrp_row(p)))
         .collect();
-    let lrp_refs = plan_children(snap, plan, &parent, LRP, "ports", ChildKey::Name, &lrps);
+    let lrp_refs = plan_children(snap, plan, &parent, LRP, "ports", ChildKey::Name, lrps);
     for p in r.ports.values() {
         let Some(rref) = lrp_refs.get(&p.name).cloned() else {
             continue; // a conflict, reported by plan_children
@@ -812,7 +837,7 @@ fn plan_router(snap: &Snapshot, plan: &mut Plan, r: &DesiredRouter, have: Option
             GWC,
             "gateway_chassis",
             ChildKey::Name,
-            &gwcs,
+            gwcs,
         );
     }
     let ids = &r.external_ids;
@@ -833,7 +858,7 @@ fn plan_router(snap: &Snapshot, plan: &mut Plan, r: &DesiredRouter, have: Option
         ROUTE,
         "static_routes",
         ChildKey::Columns(&["ip_prefix", "nexthop"]),
-        &routes,
+        routes,
     );
     let nats: BTreeMap<String, Row> = r
         .snat
@@ -852,7 +877,7 @@ fn plan_router(snap: &Snapshot, plan: &mut Plan, r: &DesiredRouter, have: Option
         NAT,
         "nat",
         ChildKey::Columns(&["type", "external_ip", "logical_ip"]),
-        &nats,
+        nats,
     );
 }
 
@@ -879,7 +904,7 @@ fn plan_switch(
         .values()
         .map(|p| (p.name.clone(), lsp_row(p)))
         .collect();
-    plan_children(snap, plan, &parent, LSP, "ports", ChildKey::Name, &lsps);
+    plan_children(snap, plan, &parent, LSP, "ports", ChildKey::Name, lsps);
     // ACL names are not unique across switches: each switch holds its own copy, found
     // by name among the ACLs it references.
     plan_children(
@@ -889,7 +914,7 @@ fn plan_switch(
         ACL,
         "acls",
         ChildKey::Columns(&["name"]),
-        acls,
+        acls.clone(),
     );
     let missing: Vec<Atom> = sw
         .lb_groups
