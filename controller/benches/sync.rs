@@ -38,7 +38,8 @@
 //! Arguments (after `--`): `--quick`; `--sizes=1000,10000`;
 //! `--variants=allocated,fixed,library,pods,echo` (default: all but `echo`);
 //! `--idle-secs=N` (0: no idle window); `--runs=N`: runs of the `library` and `pods`
-//! variants (default 7 at up to 1,000 services, 3 above; the median run is reported too).
+//! variants (default 7 at up to 1,000 services, 3 above and with `--quick`; the median run
+//! is reported too).
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
@@ -113,23 +114,15 @@ fn main() {
     let sample = 1_000;
     let mut lines = Vec::new();
     for &n in &sizes {
+        // Library-level runs: 7 where a floor is tens of ms, 3 above (and in a smoke run).
+        let default_runs = if quick || n > 1_000 { 3 } else { 7 };
         for variant in &variants {
             match variant.as_str() {
                 "allocated" => allocated(n, idle, sample, &mut lines),
                 "fixed" => fixed(n, &[], &mut lines),
                 "echo" => fixed(n, &["--defer-echo-min=0"], &mut lines),
-                "library" => library(
-                    n,
-                    runs.unwrap_or(if n <= 1_000 { 7 } else { 3 }),
-                    false,
-                    &mut lines,
-                ),
-                "pods" => library(
-                    n,
-                    runs.unwrap_or(if n <= 1_000 { 7 } else { 3 }),
-                    true,
-                    &mut lines,
-                ),
+                "library" => library(n, runs.unwrap_or(default_runs), false, &mut lines),
+                "pods" => library(n, runs.unwrap_or(default_runs), true, &mut lines),
                 other => panic!(
                     "--variants: unknown variant {other:?} (allocated, fixed, echo, library, pods)"
                 ),
