@@ -188,11 +188,7 @@ async fn borrowed_operations_transact_like_owned_ones_and_the_request_size_is_re
             .len()
     };
     let ops_bytes = serde_json::to_vec(&sw("a")).unwrap().len() + 1; // and a comma
-    assert!(
-        owned.request_bytes >= envelope(1) + ops_bytes,
-        "{}",
-        owned.request_bytes
-    );
+    assert_eq!(owned.request_bytes, envelope(1) + ops_bytes);
     assert_eq!(by_ref.request_bytes, owned.request_bytes);
     assert_eq!(cow.request_bytes, owned.request_bytes);
     assert_eq!(longer.request_bytes, owned.request_bytes + 1);

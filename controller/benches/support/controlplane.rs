@@ -500,20 +500,25 @@ fn sock(nb: &OvsdbServer) -> String {
         .to_owned()
 }
 
+/// A fresh connection to the server's unix socket. A server just started may log its TCP
+/// port before its unix socket listens (the floor's fresh server was refused now and then),
+/// so refusals are retried for 5 s.
+fn connect(nb: &OvsdbServer) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match UnixStream::connect(sock(nb)) {
+            Ok(s) => return s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("connect to {}: {e}", sock(nb)),
+        }
+    }
+}
+
 /// One JSON-RPC request on a fresh connection to the server's socket; the reply's result.
 pub fn raw_request(nb: &OvsdbServer, method: &str, params: Json) -> (Json, Duration) {
     let req = json!({"method": method, "params": params, "id": 1});
     let bytes = serde_json::to_vec(&req).expect("encode");
-    // A server just started may log its TCP port before its unix socket listens: the
-    // floor's fresh server was refused now and then.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut s = loop {
-        match UnixStream::connect(sock(nb)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("connect raw to {}: {e}", sock(nb)),
-        }
-    };
+    let mut s = connect(nb);
     let t = Instant::now();
     s.write_all(&bytes).expect("write");
     // Buffered, as any real client reads.
@@ -592,16 +597,7 @@ type JsonStream = serde_json::StreamDeserializer<
 impl LbWatch {
     /// Connects and registers the monitor; returns once the server has answered it.
     pub fn start(nb: &OvsdbServer, s: usize) -> LbWatch {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut out = loop {
-            match UnixStream::connect(sock(nb)) {
-                Ok(c) => break c,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => panic!("connect the watch to {}: {e}", sock(nb)),
-            }
-        };
+        let mut out = connect(nb);
         let req = json!({"method": "monitor_cond", "id": 1, "params": ["OVN_Northbound", null,
             {"Load_Balancer": [{"columns": ["name"], "where": [["name", "==", lb_name(s)]]}]}]});
         out.write_all(req.to_string().as_bytes())
